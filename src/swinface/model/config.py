@@ -1,0 +1,88 @@
+"""Model configurations and the model registry (one factory, no if/elif chains)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from swinface import tasks
+
+
+@dataclass(frozen=True)
+class SwinFaceConfig:
+    """Shape of a SwinFace network.
+
+    The defaults are the published model: Swin-T (embed 96, depths 2-2-6-2,
+    heads 3-6-12-24, window 7) with patch size 2 on 112x112 faces, 512-wide
+    task features and a 512-d identity embedding.
+    """
+
+    img_size: int = 112
+    patch_size: int = 2
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    feature_dim: int = 512  # width of each task group's feature
+    attention_hidden: int = 32  # hidden width of the channel gate's MLP
+    embedding_dim: int = tasks.EMBEDDING_SIZE
+    dropout: float = 0.5  # in the task MLPs, as published
+    drop_path_rate: float = 0.0  # stochastic depth, for training
+    num_groups: int = tasks.NUM_GROUPS
+
+    @property
+    def stage_dims(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+    @property
+    def level_dims(self) -> tuple[int, ...]:
+        """Channels of the four feature levels: three local, one global."""
+        dims = self.stage_dims
+        return (*dims[1:], dims[-1])
+
+    @property
+    def level_widths(self) -> tuple[int, ...]:
+        """Output channels of each level's 3x3 conv, in proportion to its input.
+
+        For the published model this gives 47, 93, 186, 186 (sum 512).
+        """
+        total = sum(self.level_dims)
+        widths = [round(self.feature_dim * d / total) for d in self.level_dims]
+        widths[-1] += self.feature_dim - sum(widths)
+        return tuple(widths)
+
+    @property
+    def feature_grid(self) -> int:
+        """Side of the last stage's token grid (7 for the published model)."""
+        return self.img_size // self.patch_size // 2 ** (len(self.depths) - 1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SwinFaceConfig:
+        d = dict(d)
+        d["depths"], d["num_heads"] = tuple(d["depths"]), tuple(d["num_heads"])
+        return cls(**d)
+
+
+MODEL_CONFIGS: dict[str, SwinFaceConfig] = {
+    # The published architecture.
+    "swinface_t": SwinFaceConfig(),
+    # A small network of the same structure, for tests and quick experiments.
+    "swinface_nano": SwinFaceConfig(
+        embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), feature_dim=64,
+        attention_hidden=8, embedding_dim=64,
+    ),
+}
+
+
+def model_config(name: str, **overrides) -> SwinFaceConfig:
+    """The registered configuration `name`, with fields overridden."""
+    if name not in MODEL_CONFIGS:
+        raise KeyError(f"unknown model {name!r}; known: {sorted(MODEL_CONFIGS)}")
+    base = MODEL_CONFIGS[name].to_dict()
+    base.update(overrides)
+    return SwinFaceConfig.from_dict(base)
