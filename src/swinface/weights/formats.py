@@ -299,11 +299,13 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     try:
         with path.open("rb") as f:
-            head = f.read(8)
+            head = f.read(9)
+        size = path.stat().st_size
     except OSError as err:
         raise CheckpointError(f"{_describe(path)}: cannot read ({err.strerror})") from None
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"
     if head[:2] == b"PK" or head[:1] == b"\x80":
         return "published"  # a torch.save zip archive, or a legacy pickle
-    if len(head) == 8 and int.from_bytes(head, "little") < 100_000_000:
-        return "safetensors"  # starts with its JSON header's length
     raise CheckpointError(f"{_describe(path)}: not a PyTorch checkpoint nor a safetensors file")

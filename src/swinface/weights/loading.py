@@ -60,6 +60,8 @@ def load_model(weights: str | Path | None = None, *, device: str | torch.device 
     With no `weights`, the registry's default is used. Returns the model in
     eval mode on `device` ('auto': CUDA when available, else CPU).
     """
+    if weights is not None and Path(weights).is_file():
+        return load_model_from_file(weights).to(resolve_device(device))
     from swinface.weights import registry
     from swinface.weights.download import resolve_weights
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: the conformance weights, built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def reference_outputs() -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / "conformance" / "reference_outputs.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def published_checkpoint(tmp_path_factory) -> Path:
+    """The deterministic conformance checkpoint, saved in the published layout."""
+    from swinface.weights.synthetic import deterministic_checkpoint
+
+    path = tmp_path_factory.mktemp("weights") / "conformance.pt"
+    torch.save(deterministic_checkpoint(include_computed=True), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def native_weights(tmp_path_factory, published_checkpoint) -> Path:
+    """The same weights in the native safetensors format."""
+    from swinface.weights import load_model_from_file, save_native
+
+    path = tmp_path_factory.mktemp("weights") / "conformance.safetensors"
+    save_native(load_model_from_file(published_checkpoint), path, name="conformance",
+                metadata={"verify_threshold": "0.3"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def conformance_model(published_checkpoint):
+    from swinface.weights import load_model_from_file
+
+    return load_model_from_file(published_checkpoint)
