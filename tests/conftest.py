@@ -34,8 +34,12 @@ def native_weights(tmp_path_factory, published_checkpoint) -> Path:
     from swinface.weights import load_model_from_file, save_native
 
     path = tmp_path_factory.mktemp("weights") / "conformance.safetensors"
-    save_native(load_model_from_file(published_checkpoint), path, name="conformance",
-                metadata={"verify_threshold": "0.3"})
+    save_native(
+        load_model_from_file(published_checkpoint),
+        path,
+        name="conformance",
+        metadata={"verify_threshold": "0.3"},
+    )
     return path
 
 

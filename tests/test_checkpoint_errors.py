@@ -41,21 +41,28 @@ def test_empty_and_missing_files(tmp_path):
 def test_missing_key_is_named(tmp_path, checkpoint):
     broken = {s: dict(d) for s, d in checkpoint.items()}
     del broken["state_dict_tss"]["nets.3.feature.0.weight"]
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): state_dict_tss/nets\.3\.feature\.0\.weight \[512, 512\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 missing key\(s\): state_dict_tss/nets\.3\.feature\.0\.weight \[512, 512\]",
+    ):
         load_model_from_file(_save(tmp_path, broken))
 
 
 def test_changed_shape_is_named(tmp_path, checkpoint):
     broken = {s: dict(d) for s, d in checkpoint.items()}
     broken["state_dict_om"]["output_fcs.3.weight"] = torch.zeros(8, 512)
-    with pytest.raises(CheckpointError, match=r"output_fcs\.3\.weight: \[8, 512\], expected \[7, 512\]"):
+    with pytest.raises(
+        CheckpointError, match=r"output_fcs\.3\.weight: \[8, 512\], expected \[7, 512\]"
+    ):
         load_model_from_file(_save(tmp_path, broken))
 
 
 def test_unexpected_key_and_missing_section(tmp_path, checkpoint):
     broken = {s: dict(d) for s, d in checkpoint.items()}
     broken["state_dict_fam"]["nets.11.norm.weight"] = torch.zeros(512)
-    with pytest.raises(CheckpointError, match=r"unexpected key\(s\): state_dict_fam/nets\.11\.norm\.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"unexpected key\(s\): state_dict_fam/nets\.11\.norm\.weight"
+    ):
         load_model_from_file(_save(tmp_path, broken))
     del broken["state_dict_om"]
     with pytest.raises(CheckpointError, match="missing section"):
@@ -99,6 +106,10 @@ def test_native_file_for_another_task_table(tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "other.safetensors"
-    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": "swinface", "format_version": "1", "tasks": "[]"})
+    save_file(
+        {"x": torch.zeros(1)},
+        str(path),
+        metadata={"format": "swinface", "format_version": "1", "tasks": "[]"},
+    )
     with pytest.raises(CheckpointError, match="different task table"):
         load_model_from_file(path)

@@ -11,7 +11,11 @@ import torch
 
 import swinface
 from swinface import tasks
-from swinface.weights.synthetic import deterministic_checkpoint, deterministic_input, published_manifest
+from swinface.weights.synthetic import (
+    deterministic_checkpoint,
+    deterministic_input,
+    published_manifest,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

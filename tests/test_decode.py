@@ -50,7 +50,10 @@ def test_analyze_aligned_returns_raw_and_decoded(conformance_model, reference_ou
 
 def test_analyze_aligned_names_the_bad_face(conformance_model):
     good = np.zeros((112, 112, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"face 1: expected an aligned RGB face of shape \(112, 112, 3\), got \(100, 100, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"face 1: expected an aligned RGB face of shape \(112, 112, 3\), got \(100, 100, 3\)",
+    ):
         swinface.analyze_aligned(conformance_model, [good, np.zeros((100, 100, 3), np.uint8)])
     with pytest.raises(ValueError, match="face 0: expected uint8"):
         swinface.analyze_aligned(conformance_model, [good.astype(np.float32)])

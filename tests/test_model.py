@@ -46,8 +46,14 @@ def test_batched_mlca_equals_per_group_subnets():
         x = F.relu(x * gate[:, :, None, None]).amax(dim=(2, 3))
         c = cfg.feature_dim
         sl = slice(g * c, (g + 1) * c)
-        want = F.batch_norm(x, mlca.norm.running_mean[sl], mlca.norm.running_var[sl],
-                            mlca.norm.weight[sl], mlca.norm.bias[sl], eps=2e-5)
+        want = F.batch_norm(
+            x,
+            mlca.norm.running_mean[sl],
+            mlca.norm.running_var[sl],
+            mlca.norm.weight[sl],
+            mlca.norm.bias[sl],
+            eps=2e-5,
+        )
         torch.testing.assert_close(got[:, g], want, rtol=1e-5, atol=1e-5)
 
 

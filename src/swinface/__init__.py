@@ -1,9 +1,9 @@
 """SwinFace: identity, expression, age and 40 attributes from one Swin Transformer.
 
-    import swinface
-    model = swinface.load_model("model.safetensors")      # or a registered name
-    result = swinface.analyze_aligned(model, faces)       # (N, 112, 112, 3) uint8 RGB
-    result.faces[0].age, result.faces[0].expression, result.raw["Age"]
+import swinface
+model = swinface.load_model("model.safetensors")      # or a registered name
+result = swinface.analyze_aligned(model, faces)       # (N, 112, 112, 3) uint8 RGB
+result.faces[0].age, result.faces[0].expression, result.raw["Age"]
 """
 
 from __future__ import annotations
@@ -40,4 +40,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'swinface' has no attribute {name!r}")
 
 
-__all__ = ["tasks", "__version__", *_LAZY]
+__all__ = [
+    "AlignedAnalysis",
+    "FaceAttributes",
+    "SwinFace",
+    "SwinFaceRunner",
+    "__version__",
+    "analyze_aligned",
+    "create_model",
+    "load_model",
+    "tasks",
+]

@@ -33,7 +33,9 @@ class FaceAttributes:
             "gender": self.gender,
             "gender_probability": round(self.gender_probability, 4),
             "expression": self.expression,
-            "expression_probabilities": {k: round(v, 4) for k, v in self.expression_probabilities.items()},
+            "expression_probabilities": {
+                k: round(v, 4) for k, v in self.expression_probabilities.items()
+            },
             "attributes": {k: round(v, 4) for k, v in self.attributes.items()},
         }
         if include_embedding:
@@ -77,7 +79,9 @@ def decode(output: SwinFaceOutput) -> list[FaceAttributes]:
                 gender=gender.labels[g],
                 gender_probability=float(p[gender.name][i][g]),
                 expression=expression.labels[int(e.argmax())],
-                expression_probabilities={lab: float(v) for lab, v in zip(expression.labels, e, strict=True)},
+                expression_probabilities={
+                    lab: float(v) for lab, v in zip(expression.labels, e, strict=True)
+                },
                 attributes={o.celeba: float(p[o.name][i][1]) for o in tasks.ATTRIBUTE_OUTPUTS},
                 embedding=p[tasks.RECOGNITION.name][i].astype(np.float32),
             )

@@ -34,7 +34,9 @@ def as_face_batch(faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor) -> to
     for i, face in enumerate(items):
         face = np.asarray(face)
         if face.shape != (FACE_SIZE, FACE_SIZE, 3):
-            raise ValueError(f"face {i}: expected an aligned RGB face of shape (112, 112, 3), got {face.shape}")
+            raise ValueError(
+                f"face {i}: expected an aligned RGB face of shape (112, 112, 3), got {face.shape}"
+            )
         if face.dtype != np.uint8:
             raise ValueError(f"face {i}: expected uint8 pixels (0-255), got {face.dtype}")
     if not items:
@@ -49,8 +51,14 @@ class SwinFaceRunner:
     else fp16) unless `precision='float32'`; on CPU it runs in float32.
     """
 
-    def __init__(self, model: SwinFace, *, device: str | torch.device | None = "auto",
-                 precision: str = "auto", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: SwinFace,
+        *,
+        device: str | torch.device | None = "auto",
+        precision: str = "auto",
+        batch_size: int = 64,
+    ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
@@ -59,7 +67,9 @@ class SwinFaceRunner:
             if self.device.type == "cuda":
                 precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         if precision not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"precision: expected auto, float32, float16 or bfloat16, got {precision!r}")
+            raise ValueError(
+                f"precision: expected auto, float32, float16 or bfloat16, got {precision!r}"
+            )
         self.precision = precision
 
     def _autocast(self):
@@ -92,8 +102,12 @@ class SwinFaceRunner:
         return AlignedAnalysis(raw=raw, faces=decode(out))
 
 
-def analyze_aligned(model: SwinFace, faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor,
-                    *, batch_size: int = 64) -> AlignedAnalysis:
+def analyze_aligned(
+    model: SwinFace,
+    faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor,
+    *,
+    batch_size: int = 64,
+) -> AlignedAnalysis:
     """Analyse already aligned 112x112 RGB uint8 faces with `model`, on the model's device."""
     device = next(model.parameters()).device
     return SwinFaceRunner(model, device=device, batch_size=batch_size).analyze(faces)

@@ -9,10 +9,10 @@ and the reports all read it; nothing else hard-codes an output.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How an output is read."""
 
     BINARY = "binary"  # two logits, [no, yes] (Gender: [female, male])
@@ -90,12 +90,30 @@ def _binary(name: str, group: int, celeba: str, description: str) -> Output:
 
 # The analysis outputs in checkpoint order: output_fcs.i is ANALYSIS_OUTPUTS[i].
 ANALYSIS_OUTPUTS: tuple[Output, ...] = (
-    Output("Gender", "gender", Kind.BINARY, 2, 0, GENDER_LABELS, None, "Male",
-           "Apparent gender; logits for [female, male]"),
+    Output(
+        "Gender",
+        "gender",
+        Kind.BINARY,
+        2,
+        0,
+        GENDER_LABELS,
+        None,
+        "Male",
+        "Apparent gender; logits for [female, male]",
+    ),
     Output("Age", "age", Kind.REGRESSION, 1, 1, (), "years", None, "Apparent age in years"),
     _binary("Young", 1, "Young", "Looks young"),
-    Output("Expression", "expression", Kind.CATEGORICAL, 7, 2, EXPRESSION_LABELS, None, None,
-           "Basic facial expression (RAF-DB's seven classes)"),
+    Output(
+        "Expression",
+        "expression",
+        Kind.CATEGORICAL,
+        7,
+        2,
+        EXPRESSION_LABELS,
+        None,
+        None,
+        "Basic facial expression (RAF-DB's seven classes)",
+    ),
     _binary("Smiling", 2, "Smiling", "Smiling"),
     _binary("Attractive", 3, "Attractive", "Rated attractive by CelebA annotators"),
     _binary("Blurry", 3, "Blurry", "Image is blurry"),
@@ -137,7 +155,14 @@ ANALYSIS_OUTPUTS: tuple[Output, ...] = (
 )
 
 RECOGNITION = Output(
-    "Recognition", "embedding", Kind.EMBEDDING, 512, None, (), None, None,
+    "Recognition",
+    "embedding",
+    Kind.EMBEDDING,
+    512,
+    None,
+    (),
+    None,
+    None,
     "Identity embedding; compare L2-normalised vectors by cosine similarity",
 )
 
@@ -147,13 +172,46 @@ NUM_GROUPS = len(GROUPS)
 
 # CelebA's own column order in list_attr_celeba.txt.
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
-    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair",
-    "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair",
-    "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
-    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings",
-    "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
 )
 
 ATTRIBUTE_OUTPUTS: tuple[Output, ...] = tuple(o for o in ANALYSIS_OUTPUTS if o.is_attribute)

@@ -73,8 +73,12 @@ MODEL_CONFIGS: dict[str, SwinFaceConfig] = {
     "swinface_t": SwinFaceConfig(),
     # A small network of the same structure, for tests and quick experiments.
     "swinface_nano": SwinFaceConfig(
-        embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), feature_dim=64,
-        attention_hidden=8, embedding_dim=64,
+        embed_dim=16,
+        depths=(2, 2, 2, 2),
+        num_heads=(1, 2, 4, 8),
+        feature_dim=64,
+        attention_hidden=8,
+        embedding_dim=64,
     ),
 }
 

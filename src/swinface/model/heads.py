@@ -44,7 +44,9 @@ class TaskHeads(nn.Module):
         self.out_w = nn.Parameter(torch.zeros(g, rows, c))
         self.out_b = nn.Parameter(torch.zeros(g, rows))
         index = [grp * rows + row + k for grp, row, size in layout for k in range(size)]
-        self.register_buffer("packed_index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "packed_index", torch.tensor(index, dtype=torch.long), persistent=False
+        )
         mask = torch.zeros(g, rows, dtype=torch.bool)
         for grp, row, size in layout:
             mask[grp, row : row + size] = True

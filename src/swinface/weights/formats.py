@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from swinface import tasks
+from swinface.errors import SwinFaceError
 from swinface.model import SwinFace, SwinFaceConfig
 from swinface.model.heads import output_layout
 
@@ -34,7 +35,7 @@ _COMPUTED_SUFFIXES = ("relative_position_index", "attn_mask")
 _SHOW = 5  # offenders listed in an error
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SwinFaceError, ValueError):
     """A checkpoint file that cannot be loaded into the model, and why."""
 
 
@@ -56,7 +57,9 @@ def _backbone_key_to_published(key: str) -> str | None:
     if not key.startswith("backbone.swin."):
         return None
     key = key[len("backbone.swin.") :]
-    return re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", key)
+    return re.sub(
+        r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", key
+    )
 
 
 def _group_slices(config: SwinFaceConfig) -> Iterable[tuple[str, str, str, int | None]]:
@@ -64,18 +67,33 @@ def _group_slices(config: SwinFaceConfig) -> Iterable[tuple[str, str, str, int |
     g = config.num_groups
     for i in range(g):
         for level in range(len(config.level_dims)):
-            yield "state_dict_fam", f"nets.{i}.conv.convs.{level}.weight", f"mlca.convs.{level}.weight", level
-        for pub, nat in (("mlp.1.weight", "gate_w1"), ("mlp.1.bias", "gate_b1"),
-                         ("mlp.3.weight", "gate_w2"), ("mlp.3.bias", "gate_b2")):
+            yield (
+                "state_dict_fam",
+                f"nets.{i}.conv.convs.{level}.weight",
+                f"mlca.convs.{level}.weight",
+                level,
+            )
+        for pub, nat in (
+            ("mlp.1.weight", "gate_w1"),
+            ("mlp.1.bias", "gate_b1"),
+            ("mlp.3.weight", "gate_w2"),
+            ("mlp.3.bias", "gate_b2"),
+        ):
             yield "state_dict_fam", f"nets.{i}.channel_attention.{pub}", f"mlca.{nat}", None
         for stat in ("weight", "bias", "running_mean", "running_var"):
             yield "state_dict_fam", f"nets.{i}.norm.{stat}", f"mlca.norm.{stat}", None
-        for pub, nat in (("0.weight", "fc1_w"), ("0.bias", "fc1_b"), ("3.weight", "fc2_w"), ("3.bias", "fc2_b")):
+        for pub, nat in (
+            ("0.weight", "fc1_w"),
+            ("0.bias", "fc1_b"),
+            ("3.weight", "fc2_w"),
+            ("3.bias", "fc2_b"),
+        ):
             yield "state_dict_tss", f"nets.{i}.feature.{pub}", f"heads.{nat}", None
 
 
-def _stacked_view(native: torch.Tensor, group: int, native_key: str, level: int | None,
-                  config: SwinFaceConfig) -> torch.Tensor:
+def _stacked_view(
+    native: torch.Tensor, group: int, native_key: str, level: int | None, config: SwinFaceConfig
+) -> torch.Tensor:
     """The part of a stacked native tensor that one group's published tensor maps to."""
     if level is not None:  # conv weights: groups side by side on the output channels
         width = config.level_widths[level]
@@ -90,7 +108,9 @@ def _group_of(published_key: str) -> int:
     return int(published_key.split(".")[1])
 
 
-def to_published(state: Mapping[str, torch.Tensor], config: SwinFaceConfig) -> dict[str, dict[str, torch.Tensor]]:
+def to_published(
+    state: Mapping[str, torch.Tensor], config: SwinFaceConfig
+) -> dict[str, dict[str, torch.Tensor]]:
     """Native state dict to the published four-section layout (without unused or computed keys)."""
     out: dict[str, dict[str, torch.Tensor]] = {s: {} for s in PUBLISHED_SECTIONS}
     for key, value in state.items():
@@ -100,15 +120,23 @@ def to_published(state: Mapping[str, torch.Tensor], config: SwinFaceConfig) -> d
     for section, pub, nat, level in _group_slices(config):
         out[section][pub] = _stacked_view(state[nat], _group_of(pub), nat, level, config).clone()
     for i in range(config.num_groups):
-        out["state_dict_fam"][f"nets.{i}.norm.num_batches_tracked"] = state["mlca.norm.num_batches_tracked"].clone()
+        out["state_dict_fam"][f"nets.{i}.norm.num_batches_tracked"] = state[
+            "mlca.norm.num_batches_tracked"
+        ].clone()
     _, layout = output_layout(config.num_groups)
     for i, (group, row, size) in enumerate(layout):
-        out["state_dict_om"][f"output_fcs.{i}.weight"] = state["heads.out_w"][group, row : row + size].clone()
-        out["state_dict_om"][f"output_fcs.{i}.bias"] = state["heads.out_b"][group, row : row + size].clone()
+        out["state_dict_om"][f"output_fcs.{i}.weight"] = state["heads.out_w"][
+            group, row : row + size
+        ].clone()
+        out["state_dict_om"][f"output_fcs.{i}.bias"] = state["heads.out_b"][
+            group, row : row + size
+        ].clone()
     return out
 
 
-def from_published(checkpoint: Mapping[str, Mapping[str, torch.Tensor]], model: SwinFace) -> dict[str, torch.Tensor]:
+def from_published(
+    checkpoint: Mapping[str, Mapping[str, torch.Tensor]], model: SwinFace
+) -> dict[str, torch.Tensor]:
     """Published four-section checkpoint to a native state dict for `model`.
 
     Validates first: every missing, unexpected or mis-shaped key is reported,
@@ -127,8 +155,12 @@ def from_published(checkpoint: Mapping[str, Mapping[str, torch.Tensor]], model: 
             continue
         state[_backbone_key_to_native(key)] = value
     for section, pub, nat, level in _group_slices(config):
-        _stacked_view(state[nat], _group_of(pub), nat, level, config).copy_(checkpoint[section][pub])
-    state["mlca.norm.num_batches_tracked"] = checkpoint["state_dict_fam"]["nets.0.norm.num_batches_tracked"]
+        _stacked_view(state[nat], _group_of(pub), nat, level, config).copy_(
+            checkpoint[section][pub]
+        )
+    state["mlca.norm.num_batches_tracked"] = checkpoint["state_dict_fam"][
+        "nets.0.norm.num_batches_tracked"
+    ]
     _, layout = output_layout(config.num_groups)
     out_w, out_b = state["heads.out_w"].zero_(), state["heads.out_b"].zero_()
     for i, (group, row, size) in enumerate(layout):
@@ -146,10 +178,15 @@ def _computed_published_keys(model: SwinFace) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def _validate_published(checkpoint: Mapping, expected: dict[str, dict[str, torch.Tensor]],
-                        computed: dict[str, tuple[int, ...]]) -> None:
+def _validate_published(
+    checkpoint: Mapping,
+    expected: dict[str, dict[str, torch.Tensor]],
+    computed: dict[str, tuple[int, ...]],
+) -> None:
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"expected a dict with {', '.join(PUBLISHED_SECTIONS)}, got {type(checkpoint).__name__}")
+        raise CheckpointError(
+            f"expected a dict with {', '.join(PUBLISHED_SECTIONS)}, got {type(checkpoint).__name__}"
+        )
     absent = [s for s in PUBLISHED_SECTIONS if s not in checkpoint]
     if absent:
         raise CheckpointError(
@@ -169,19 +206,29 @@ def _validate_published(checkpoint: Mapping, expected: dict[str, dict[str, torch
                 unexpected.append(f"{section}/{key} (not a tensor: {type(value).__name__})")
             elif key in want:
                 if tuple(value.shape) != tuple(want[key].shape):
-                    misshaped.append(f"{section}/{key}: {list(value.shape)}, expected {list(want[key].shape)}")
+                    misshaped.append(
+                        f"{section}/{key}: {list(value.shape)}, expected {list(want[key].shape)}"
+                    )
             elif key in optional:
                 if tuple(value.shape) != optional[key]:
-                    misshaped.append(f"{section}/{key}: {list(value.shape)}, expected {list(optional[key])}")
+                    misshaped.append(
+                        f"{section}/{key}: {list(value.shape)}, expected {list(optional[key])}"
+                    )
             elif not (section == "state_dict_backbone" and key in _UNUSED_PUBLISHED):
                 unexpected.append(f"{section}/{key}")
     problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", misshaped),
+    ):
         if items:
             more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
             problems.append(f"{len(items)} {label} key(s): {'; '.join(items[:_SHOW])}{more}")
     if problems:
-        raise CheckpointError("checkpoint does not match the SwinFace architecture: " + " | ".join(problems))
+        raise CheckpointError(
+            "checkpoint does not match the SwinFace architecture: " + " | ".join(problems)
+        )
 
 
 # ---------------------------------------------------------------- files
@@ -207,10 +254,14 @@ def read_published(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
             f"and could run code when unpickled ({_first_line(err)})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{_describe(path)}: not a readable PyTorch checkpoint, "
-                              f"truncated or corrupt ({_first_line(err)})") from None
+        raise CheckpointError(
+            f"{_describe(path)}: not a readable PyTorch checkpoint, "
+            f"truncated or corrupt ({_first_line(err)})"
+        ) from None
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{_describe(path)}: expected a dict of state dicts, got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{_describe(path)}: expected a dict of state dicts, got {type(obj).__name__}"
+        )
     return obj  # type: ignore[return-value]
 
 
@@ -229,8 +280,14 @@ def task_table_signature() -> list[list]:
     return [[o.name, o.kind.value, o.size, o.group] for o in tasks.ALL_OUTPUTS]
 
 
-def save_native(model: SwinFace, path: str | Path, *, name: str = "", half: bool = False,
-                metadata: Mapping[str, str] | None = None) -> None:
+def save_native(
+    model: SwinFace,
+    path: str | Path,
+    *,
+    name: str = "",
+    half: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Write the model as safetensors with its configuration and task table in the metadata."""
     state = {}
     for key, value in model.state_dict().items():
@@ -264,15 +321,23 @@ def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             meta = dict(f.metadata() or {})
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{_describe(path)}: not a readable safetensors file ({_first_line(err)})") from None
+        raise CheckpointError(
+            f"{_describe(path)}: not a readable safetensors file ({_first_line(err)})"
+        ) from None
     if meta.get("format") != NATIVE_FORMAT:
-        raise CheckpointError(f"{_describe(path)}: not a swinface weights file (metadata format={meta.get('format')!r})")
+        raise CheckpointError(
+            f"{_describe(path)}: not a swinface weights file (metadata format={meta.get('format')!r})"
+        )
     version = int(meta.get("format_version", "0"))
     if version > NATIVE_FORMAT_VERSION:
-        raise CheckpointError(f"{_describe(path)}: format version {version} is newer than this swinface "
-                              f"understands ({NATIVE_FORMAT_VERSION}); upgrade swinface")
+        raise CheckpointError(
+            f"{_describe(path)}: format version {version} is newer than this swinface "
+            f"understands ({NATIVE_FORMAT_VERSION}); upgrade swinface"
+        )
     if json.loads(meta.get("tasks", "[]")) != task_table_signature():
-        raise CheckpointError(f"{_describe(path)}: made for a different task table than this swinface's")
+        raise CheckpointError(
+            f"{_describe(path)}: made for a different task table than this swinface's"
+        )
     return state, meta
 
 
@@ -285,10 +350,20 @@ def load_native_state(model: SwinFace, state: Mapping[str, torch.Tensor], source
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    misshaped = [f"{k}: {list(state[k].shape)}, expected {list(own[k].shape)}"
-                 for k in own if k in state and state[k].shape != own[k].shape]
-    problems = [f"{len(v)} {label} key(s): {'; '.join(v[:_SHOW])}" for label, v in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if v]
+    misshaped = [
+        f"{k}: {list(state[k].shape)}, expected {list(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = [
+        f"{len(v)} {label} key(s): {'; '.join(v[:_SHOW])}"
+        for label, v in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", misshaped),
+        )
+        if v
+    ]
     if problems:
         raise CheckpointError(f"{source}: does not match the model: " + " | ".join(problems))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})

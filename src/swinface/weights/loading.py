@@ -31,7 +31,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def load_model_from_file(path: str | Path, *, name: str = "", verify_threshold: float | None = None) -> SwinFace:
+def load_model_from_file(
+    path: str | Path, *, name: str = "", verify_threshold: float | None = None
+) -> SwinFace:
     """Load a published `.pt` checkpoint or a native `.safetensors` file onto the CPU, in eval mode."""
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
@@ -53,8 +55,12 @@ def load_model_from_file(path: str | Path, *, name: str = "", verify_threshold: 
     return model.eval()
 
 
-def load_model(weights: str | Path | None = None, *, device: str | torch.device | None = "auto",
-               download: bool = True) -> SwinFace:
+def load_model(
+    weights: str | Path | None = None,
+    *,
+    device: str | torch.device | None = "auto",
+    download: bool = True,
+) -> SwinFace:
     """Load SwinFace weights: a file path, or a registered name (see `swinface weights list`).
 
     With no `weights`, the registry's default is used. Returns the model in

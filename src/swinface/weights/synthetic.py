@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from swinface.model import SwinFace, create_model
-from swinface.weights.formats import _computed_published_keys, _UNUSED_PUBLISHED, to_published
+from swinface.weights.formats import _UNUSED_PUBLISHED, _computed_published_keys, to_published
 
 
 def published_manifest(model: SwinFace | None = None) -> dict[str, dict[str, dict]]:
@@ -24,13 +24,20 @@ def published_manifest(model: SwinFace | None = None) -> dict[str, dict[str, dic
     sections = to_published(model.state_dict(), model.config)
     width = model.config.stage_dims[-1]
     sections["state_dict_backbone"].update(
-        {"head.weight": torch.empty(model.config.embedding_dim, width), "head.bias": torch.empty(model.config.embedding_dim)}
+        {
+            "head.weight": torch.empty(model.config.embedding_dim, width),
+            "head.bias": torch.empty(model.config.embedding_dim),
+        }
     )
     manifest: dict[str, dict[str, dict]] = {}
     computed = _computed_published_keys(model)
     for section, state in sections.items():
         manifest[section] = {
-            k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch."), "computed": False}
+            k: {
+                "shape": list(v.shape),
+                "dtype": str(v.dtype).removeprefix("torch."),
+                "computed": False,
+            }
             for k, v in state.items()
         }
     for key, shape in computed.items():
@@ -76,7 +83,9 @@ def deterministic_checkpoint(include_computed: bool = True) -> dict[str, dict[st
                     # Computed buffers sit in blocks, whose names the two layouts share.
                     state[key] = buffers["backbone.swin." + key].clone()
                 continue
-            state[key] = torch.from_numpy(deterministic_value(section, key, spec["shape"], spec["dtype"]))
+            state[key] = torch.from_numpy(
+                deterministic_value(section, key, spec["shape"], spec["dtype"])
+            )
         checkpoint[section] = state
     return checkpoint
 

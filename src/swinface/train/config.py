@@ -1,0 +1,177 @@
+"""Training configuration: typed dataclasses loaded from YAML and validated on load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from swinface.errors import SwinFaceError
+
+TASK_NAMES = ("identity", "age_gender", "attributes", "expression")
+
+
+class ConfigError(SwinFaceError, ValueError):
+    """A training configuration that cannot be used, and where."""
+
+
+@dataclass
+class SourceConfig:
+    """One prepared face store feeding a task, and how often it is drawn."""
+
+    store: str
+    weight: float = 1.0
+
+
+@dataclass
+class TaskConfig:
+    """One task's share of every step: its batch size and its data sources."""
+
+    batch_size: int = 32
+    sources: list[SourceConfig] = field(default_factory=list)
+    loss_weight: float = 1.0
+
+
+@dataclass
+class IdentityLossConfig:
+    margin: str = "cosface"  # cosface | arcface | sface
+    scale: float = 64.0
+    margin_value: float = 0.4
+    sample_rate: float = 1.0  # Partial FC: share of class centres sampled each step
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 0.05
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.0
+    clip_grad_norm: float = 5.0
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; `swinface train CONFIG.yaml` reads one of these."""
+
+    output_dir: str = "runs/swinface"
+    model: str = "swinface_t"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None  # any weights the loader accepts, to fine-tune
+    steps: int = 10000
+    seed: int = 0
+    precision: str = "auto"  # auto | float32 | bfloat16 | float16
+    num_workers: int = 4
+    augment: bool = True
+    log_every: int = 20
+    checkpoint_every: int = 1000
+    eval_every: int = 0  # 0: no periodic evaluation
+    eval_stores: dict[str, str] = field(default_factory=dict)  # task -> validation store
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    identity_loss: IdentityLossConfig = field(default_factory=IdentityLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.tasks) - set(TASK_NAMES)
+        if unknown:
+            raise ConfigError(
+                f"tasks: unknown task(s) {sorted(unknown)}; known: {list(TASK_NAMES)}"
+            )
+        if not self.tasks:
+            raise ConfigError("tasks: at least one task with data sources is needed")
+        for name, task in self.tasks.items():
+            if not task.sources:
+                raise ConfigError(f"tasks.{name}.sources: no data source")
+            if task.batch_size < 1:
+                raise ConfigError(
+                    f"tasks.{name}.batch_size: must be at least 1, got {task.batch_size}"
+                )
+        if self.precision not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(
+                f"precision: expected auto, float32, bfloat16 or float16, got {self.precision!r}"
+            )
+        if self.steps < 1:
+            raise ConfigError(f"steps: must be at least 1, got {self.steps}")
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make relative store and output paths relative to the config file's folder."""
+
+        def fix(p: str) -> str:
+            return p if Path(p).is_absolute() else str((base / p).resolve())
+
+        self.output_dir = fix(self.output_dir)
+        for task in self.tasks.values():
+            for src in task.sources:
+                src.store = fix(src.store)
+        self.eval_stores = {k: fix(v) for k, v in self.eval_stores.items()}
+        if self.init_weights and (
+            "/" in self.init_weights or self.init_weights.endswith((".pt", ".safetensors"))
+        ):
+            self.init_weights = fix(self.init_weights)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from plain YAML data, naming the offending key on error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(
+            f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint, path = hints[name], f"{where}.{name}" if where else name
+        kwargs[name] = _convert(hint, value, path)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where or 'config'}: {err}") from None
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = getattr(hint, "__origin__", None)
+    args = getattr(hint, "__args__", ())
+    if is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is list and args and is_dataclass(args[0]):
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list")
+        return [_build(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and len(args) == 2 and is_dataclass(args[1]):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        return {k: _build(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        return tuple(value)
+    if (
+        hint in (int, float)
+        and not isinstance(value, (int, float))
+        or hint is int
+        and isinstance(value, float)
+    ):
+        raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML training config; relative paths are taken from the file's folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    data.update(overrides or {})
+    try:
+        config = _build(TrainConfig, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    config.resolve_paths(path.parent)
+    return config
