@@ -62,6 +62,185 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- analyze
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+
+
+def expand_inputs(items: Sequence[str]) -> list[str]:
+    """Files as given; folders searched recursively for images; glob patterns expanded."""
+    import glob
+    from pathlib import Path
+
+    paths: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(
+                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif not p.exists() and glob.has_magic(item):
+            paths += sorted(glob.glob(item, recursive=True))
+        else:
+            paths.append(item)  # a missing file is reported by name when it is read
+    return paths
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="weights file (.pt or .safetensors) or registered name; default: the registry's default",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ..."
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="faces per model batch")
+
+
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    _model_args(p)
+    p.add_argument(
+        "--aligned",
+        action="store_true",
+        help="inputs are face crops: skip detection, resize to 112",
+    )
+    p.add_argument(
+        "--annotate", metavar="DIR", help="write each photo with boxes, landmarks and labels here"
+    )
+    p.add_argument(
+        "--embeddings", action="store_true", help="include the 512-d embedding of every face"
+    )
+    p.add_argument("--score-threshold", type=float, default=None, help="minimum detection score")
+    p.add_argument("--min-face", type=float, default=None, help="minimum face size in pixels")
+    p.add_argument(
+        "--max-faces", type=int, default=None, help="keep at most this many faces per photo"
+    )
+
+
+def _detector_options(args: argparse.Namespace) -> dict:
+    names = {
+        "score_threshold": "score_threshold",
+        "min_face": "min_face_size",
+        "max_faces": "max_faces",
+    }
+    return {
+        dest: getattr(args, src)
+        for src, dest in names.items()
+        if getattr(args, src, None) is not None
+    }
+
+
+@command("analyze", "detect and analyse every face in photos; JSON Lines on stdout", _analyze_args)
+def _analyze(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from swinface.pipeline import FaceAnalyzer
+
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("swinface analyze: no image found in the inputs", file=sys.stderr)
+        return 1
+    analyzer = FaceAnalyzer(
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        aligned=args.aligned,
+        **_detector_options(args),
+    )
+    annotate = Path(args.annotate) if args.annotate else None
+    if annotate:
+        annotate.mkdir(parents=True, exist_ok=True)
+    failed, faces = [], 0
+    progress = tqdm(total=len(paths), unit="photo", disable=len(paths) < 10, file=sys.stderr)
+    for result in analyzer.analyze_many(paths):
+        progress.update(1)
+        print(json.dumps(result.to_dict(include_embedding=args.embeddings)), flush=True)
+        if not result.ok:
+            failed.append(result)
+            continue
+        faces += len(result.faces)
+        if annotate:
+            _write_annotated(result, annotate)
+    progress.close()
+    print(
+        f"analysed {len(paths) - len(failed)} of {len(paths)} photo(s), {faces} face(s)",
+        file=sys.stderr,
+    )
+    for result in failed:
+        print(f"  failed: {result.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_annotated(result, folder) -> None:
+    from pathlib import Path
+
+    import cv2
+
+    from swinface.vision import load_image
+    from swinface.vision.draw import draw_faces
+
+    canvas = draw_faces(load_image(result.source), result.faces)
+    target = Path(folder) / (Path(result.source).stem + ".jpg")
+    cv2.imwrite(
+        str(target), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+    )
+
+
+# ---------------------------------------------------------------- verify
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="first photo")
+    p.add_argument("b", help="second photo")
+    _model_args(p)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="cosine threshold for 'same'; default: the one stored with the weights",
+    )
+    p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
+
+
+@command("verify", "are the main faces of two photos the same person?", _verify_args)
+def _verify(args: argparse.Namespace) -> int:
+    import json
+
+    from swinface.pipeline import FaceAnalyzer, cosine_similarity
+
+    analyzer = FaceAnalyzer(weights=args.weights, device=args.device, aligned=args.aligned)
+    threshold = args.threshold if args.threshold is not None else analyzer.verify_threshold
+    if threshold is None:
+        raise ValueError("these weights carry no verification threshold: pass --threshold")
+    faces = []
+    for result in analyzer.analyze_many([args.a, args.b]):
+        if not result.ok:
+            raise ValueError(result.error)
+        face = result.main_face()
+        if face is None:
+            raise ValueError(f"{result.source}: no face found")
+        faces.append(face)
+    similarity = cosine_similarity(faces[0].analysis.embedding, faces[1].analysis.embedding)
+    same = similarity >= threshold
+    print(
+        json.dumps(
+            {
+                "a": args.a,
+                "b": args.b,
+                "similarity": round(similarity, 4),
+                "threshold": threshold,
+                "same": bool(same),
+            }
+        )
+    )
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 

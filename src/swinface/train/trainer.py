@@ -1,0 +1,379 @@
+"""The training loop: one model, the multi-task loss, Partial FC, AdamW with a cosine schedule.
+
+Runs on one CPU or GPU, or many through torchrun (DistributedDataParallel,
+with Partial FC's class centres sharded across ranks). Checkpoints hold the
+model in the native format plus optimizer, scheduler, scaler and step, so a
+resumed run continues the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from swinface.model import SwinFace, create_model
+from swinface.train.batches import MultiTaskBatches
+from swinface.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group torchrun describes in the environment (called from main, never at import)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistEnv(rank, world_size, local_rank, dev)
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: SwinFace, extra: list[nn.Parameter], config: TrainConfig) -> list[dict]:
+    """Backbone at a tenth of the learning rate; no weight decay on norms, biases, position tables."""
+    no_decay_names = model.no_weight_decay()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        backbone = name.startswith("backbone.")
+        decay = p.ndim > 1 and name not in no_decay_names
+        groups.setdefault((backbone, decay), []).append(p)
+    out = []
+    for (backbone, decay), params in groups.items():
+        scale = config.optim.backbone_lr_scale if backbone else 1.0
+        out.append(
+            {
+                "params": params,
+                "lr_scale": scale,
+                "weight_decay": config.optim.weight_decay if decay else 0.0,
+            }
+        )
+    if extra:
+        out.append({"params": extra, "lr_scale": 1.0, "weight_decay": config.optim.weight_decay})
+    return out
+
+
+class Trainer:
+    """Owns the model, losses, optimizer, data and the run's files."""
+
+    def __init__(self, config: TrainConfig, env: DistEnv | None = None) -> None:
+        from swinface.train.losses import MultiTaskLoss, make_margin_loss
+        from swinface.train.partial_fc import PartialFC
+
+        self.config, self.env = config, env or DistEnv()
+        self.out = Path(config.output_dir)
+        torch.manual_seed(config.seed)
+        self.data = MultiTaskBatches(config, self.env.rank, self.env.world_size)
+        self.model = self._build_model().to(self.env.device)
+        self.precision = self._resolve_precision()
+        self.task_loss = MultiTaskLoss(
+            weights={name: task.loss_weight for name, task in config.tasks.items()}
+        ).to(self.env.device)
+        self.partial_fc: PartialFC | None = None
+        if "identity" in config.tasks:
+            idl = config.identity_loss
+            margin = make_margin_loss(idl.margin, s=idl.scale, m=idl.margin_value)
+            self.partial_fc = PartialFC(
+                margin,
+                self.model.config.embedding_dim,
+                self.data.num_identities,
+                sample_rate=idl.sample_rate,
+            ).to(self.env.device)
+        self.ddp_model: nn.Module = self.model
+        if self.env.world_size > 1:
+            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        extra = list(self.partial_fc.parameters()) if self.partial_fc else []
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, extra, config), lr=o.lr, betas=o.betas
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            [
+                lambda s, k=g["lr_scale"]: (
+                    k * cosine_with_warmup(s, config.steps, o.warmup_steps, o.min_lr_ratio)
+                )
+                for g in self.optimizer.param_groups
+            ],
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.env.device.type, enabled=self.precision == "float16"
+        )
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def _build_model(self) -> SwinFace:
+        if self.config.init_weights:
+            from swinface.weights.loading import load_model
+
+            model = load_model(self.config.init_weights, device="cpu")
+            log.info("starting from weights %s", self.config.init_weights)
+        else:
+            model = create_model(self.config.model, **self.config.model_overrides)
+        return model.train()
+
+    def _resolve_precision(self) -> str:
+        p = self.config.precision
+        if p == "auto":
+            if self.env.device.type == "cuda":
+                return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            return "float32"
+        return p
+
+    def _autocast(self):
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=getattr(torch, self.precision))
+
+    # ------------------------------------------------------------ one step
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on one mixed batch; returns the losses."""
+        from swinface.train.losses import TaskTargets
+
+        dev = self.env.device
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        images = SwinFace.preprocess(batch["images"])
+        targets = TaskTargets(
+            age=batch["age"],
+            gender=batch["gender"],
+            expression=batch["expression"],
+            attributes=batch["attributes"],
+        )
+        with self._autocast():
+            out = self.ddp_model(images)
+        total, parts = self.task_loss(out.logits.float(), targets, self.step, self.config.steps)
+        if self.partial_fc is not None:
+            identity_loss = self.partial_fc(out.embedding.float(), batch["identity"])
+            weight = self.config.tasks["identity"].loss_weight
+            total = total + weight * identity_loss
+            parts = {**parts, "identity": float(identity_loss.detach())}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return {
+            "loss": float(total.detach()),
+            **parts,
+            "grad_norm": float(grad_norm),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    # ------------------------------------------------------------ the loop
+
+    def loader(self) -> torch.utils.data.DataLoader:
+        steps = range(self.step, self.config.steps)
+        workers = self.config.num_workers
+        return torch.utils.data.DataLoader(
+            self.data,
+            batch_size=None,
+            sampler=steps,
+            num_workers=workers,
+            pin_memory=self.env.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def fit(self, max_steps: int | None = None) -> None:
+        """Train to the configured number of steps (or `max_steps` more), checkpointing on the way."""
+        from tqdm import tqdm
+
+        stop = (
+            self.config.steps
+            if max_steps is None
+            else min(self.config.steps, self.step + max_steps)
+        )
+        images_per_step = (
+            sum(t.batch_size for t in self.config.tasks.values()) * self.env.world_size
+        )
+        bar = tqdm(
+            total=stop - self.step, disable=not self.env.is_main, unit="step", dynamic_ncols=True
+        )
+        started, done = time.perf_counter(), 0
+        for batch in self.loader():
+            losses = self.train_step(batch)
+            done += 1
+            rate = done * images_per_step / (time.perf_counter() - started)
+            losses["images_per_s"] = rate
+            self.history.append({"step": self.step, **losses})
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{rate:.0f}")
+            if self.env.is_main and (self.step % self.config.log_every == 0 or self.step == stop):
+                self._log(losses)
+            if self.step % self.config.checkpoint_every == 0 or self.step == stop:
+                self.save_checkpoint()
+            if self.config.eval_every and self.step % self.config.eval_every == 0:
+                self.evaluate()
+            if self.step >= stop:
+                break
+        bar.close()
+
+    def _log(self, losses: dict[str, float]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "log.csv"
+        row = {"step": self.step, **{k: round(v, 6) for k, v in losses.items()}}
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        writer_tb = self._tensorboard()
+        if writer_tb is not None:
+            for k, v in losses.items():
+                writer_tb.add_scalar(f"train/{k}", v, self.step)
+        log.info("step %d %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+
+    def _tensorboard(self):
+        if not hasattr(self, "_tb"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:  # tensorboard is optional: the CSV log always exists
+                self._tb = None
+        return self._tb
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation figures on the configured stores, logged beside the training losses."""
+        from swinface.train.validation import evaluate_stores
+
+        if not self.env.is_main or not self.config.eval_stores:
+            return {}
+        self.model.eval()
+        try:
+            figures = evaluate_stores(self.model, self.config.eval_stores, device=self.env.device)
+        finally:
+            self.model.train()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / "validation.jsonl").open("a") as f:
+            f.write(json.dumps({"step": self.step, **figures}) + "\n")
+        tb = self._tensorboard()
+        if tb is not None:
+            for k, v in figures.items():
+                tb.add_scalar(f"val/{k}", v, self.step)
+        return figures
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint_dir(self, step: int | None = None) -> Path:
+        return self.out / "checkpoints" / f"step_{self.step if step is None else step:07d}"
+
+    def save_checkpoint(self) -> Path:
+        """Model (native format), this rank's Partial FC shard, optimizer/scheduler/scaler state and step."""
+        from swinface.weights.formats import save_native
+
+        path = self.checkpoint_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        if self.partial_fc is not None:
+            shard = {
+                k: v.detach().cpu().contiguous() for k, v in self.partial_fc.state_dict().items()
+            }
+            save_file(shard, str(path / f"partial_fc_rank{self.env.rank}.safetensors"))
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        torch.save(state, path / f"state_rank{self.env.rank}.pt")
+        if self.env.world_size > 1:
+            dist.barrier()
+        if self.env.is_main:
+            save_native(
+                self.model,
+                path / "model.safetensors",
+                name=f"{Path(self.config.output_dir).name}-step{self.step}",
+                metadata={"train_config": json.dumps(asdict(self.config)), "step": str(self.step)},
+            )
+            (self.out / "checkpoints" / "latest").write_text(path.name)
+        if self.env.world_size > 1:
+            dist.barrier()
+        return path
+
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.out / "checkpoints" / "latest"
+        if not pointer.is_file():
+            return None
+        path = self.out / "checkpoints" / pointer.read_text().strip()
+        return path if (path / "model.safetensors").is_file() else None
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Continue the run saved at `path` (all state loaded with weights_only=True)."""
+        from swinface.weights.formats import load_native_state, read_native
+
+        state_dict, _ = read_native(path / "model.safetensors")
+        load_native_state(self.model, state_dict, str(path / "model.safetensors"))
+        if self.partial_fc is not None:
+            shard = load_file(
+                str(path / f"partial_fc_rank{self.env.rank}.safetensors"),
+                device=str(self.env.device),
+            )
+            self.partial_fc.load_state_dict(shard)
+        state = torch.load(
+            path / f"state_rank{self.env.rank}.pt", map_location=self.env.device, weights_only=True
+        )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"].cpu())
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+
+def train(config: TrainConfig, *, resume: bool = True, max_steps: int | None = None) -> Trainer:
+    """Run (or continue) training as `config` says; the process group comes from the environment."""
+    env = setup_distributed()
+    trainer = Trainer(config, env)
+    latest = trainer.latest_checkpoint() if resume else None
+    if latest is not None:
+        trainer.load_checkpoint(latest)
+    trainer.fit(max_steps=max_steps)
+    return trainer
