@@ -241,6 +241,130 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- weights
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub.add_parser("list", help="registered weights, their sources and whether they are cached")
+    d = sub.add_parser("download", help="download registered weights into the cache")
+    d.add_argument("name")
+    d.add_argument("--force", action="store_true", help="download again even if cached")
+    i = sub.add_parser("import", help="copy a weights file fetched by hand into the cache")
+    i.add_argument("path")
+    i.add_argument(
+        "--name", default=None, help="the registered name it is (checked against its hash)"
+    )
+
+
+@command("weights", "list, download or import named weights", _weights_args)
+def _weights(args: argparse.Namespace) -> int:
+    from swinface.weights import download as dl
+    from swinface.weights import registry
+
+    if args.action == "list":
+        print(f"cache: {registry.cache_dir()}")
+        for spec in registry.list_specs():
+            cached = registry.cached_path(spec).is_file()
+            size = f"{spec.size / 2**20:.0f} MiB" if spec.size else "size unknown"
+            digest = spec.sha256[:12] if spec.sha256 else "sha256 unknown"
+            print(
+                f"{spec.name:24s} {'cached' if cached else 'not cached':10s} {size:>12s}  {digest}  {spec.description}"
+            )
+            for url in spec.urls:
+                print(f"{'':24s} source: {url}")
+        return 0
+    if args.action == "download":
+        print(dl.download(args.name, force=args.force))
+        return 0
+    from swinface.weights import load_model_from_file
+
+    load_model_from_file(args.path)  # refuse a file that does not load before it enters the cache
+    print(dl.import_weights(args.path, name=args.name))
+    return 0
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "format",
+        help="dataset format (see `swinface.data.FORMATS`), e.g. utkface, celeba, fer2013-folders",
+    )
+    p.add_argument("path", help="the dataset's folder or label file")
+    p.add_argument("out", help="the face store folder to write")
+    p.add_argument(
+        "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
+    )
+    p.add_argument("--limit", type=int, default=None, help="prepare only the first N samples")
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="skip and count malformed label lines instead of stopping",
+    )
+
+
+@command(
+    "prepare",
+    "detect and align a raw dataset once into a compact 112x112 face store",
+    _prepare_args,
+)
+def _prepare(args: argparse.Namespace) -> int:
+    from swinface.data import open_dataset
+    from swinface.data.prepare import prepare_samples
+
+    dataset = open_dataset(args.format, args.path, strict=not args.lenient)
+    _, report = prepare_samples(
+        dataset.samples,
+        args.out,
+        aligned=args.aligned,
+        limit=args.limit,
+        meta={"dataset_format": args.format},
+    )
+    report.label_errors = list(getattr(dataset, "skipped", []))
+    print(report.summary())
+    return 0
+
+
+# ---------------------------------------------------------------- train
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a training config (YAML), e.g. configs/public.yaml")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many more steps (a resumable chunk)",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start afresh even if the output folder has checkpoints",
+    )
+    p.add_argument("--output-dir", default=None, help="override the config's output folder")
+
+
+@command(
+    "train",
+    "multi-task training; resumable; multi-GPU and multi-node through torchrun",
+    _train_args,
+)
+def _train(args: argparse.Namespace) -> int:
+    from swinface.train.config import load_config
+    from swinface.train.trainer import train
+
+    overrides = {"output_dir": args.output_dir} if args.output_dir else None
+    config = load_config(args.config, overrides)
+    trainer = train(config, resume=not args.no_resume, max_steps=args.max_steps)
+    if trainer.env.is_main:
+        print(
+            f"step {trainer.step} of {config.steps}; checkpoints in {config.output_dir}/checkpoints"
+        )
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 
