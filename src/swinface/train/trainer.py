@@ -235,10 +235,9 @@ class Trainer:
         bar = tqdm(
             total=stop - self.step, disable=not self.env.is_main, unit="step", dynamic_ncols=True
         )
-        started, done = time.perf_counter(), 0
-        for batch in self.loader():
+        started = time.perf_counter()
+        for done, batch in enumerate(self.loader(), start=1):
             losses = self.train_step(batch)
-            done += 1
             rate = done * images_per_step / (time.perf_counter() - started)
             losses["images_per_s"] = rate
             self.history.append({"step": self.step, **losses})
