@@ -192,8 +192,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.clip_grad_norm)
+        grad_norm = self._clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -204,6 +203,29 @@ class Trainer:
             "grad_norm": float(grad_norm),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip the global gradient norm, counting every rank's Partial FC shard once.
+
+        The model's gradients are identical on all ranks after DDP's all-reduce;
+        the shards' are not, so their squared norms are summed across ranks and
+        every rank scales by the same factor (else the replicas would drift).
+        """
+        model_grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        shard_grads = (
+            [p.grad for p in self.partial_fc.parameters() if p.grad is not None]
+            if self.partial_fc is not None
+            else []
+        )
+        zero = torch.zeros((), device=self.env.device)
+        model_sq = sum((g.float().square().sum() for g in model_grads), zero)
+        shard_sq = sum((g.float().square().sum() for g in shard_grads), zero)
+        if self.env.world_size > 1:
+            dist.all_reduce(shard_sq)
+        norm = (model_sq + shard_sq).sqrt()
+        scale = (self.config.optim.clip_grad_norm / (norm + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(model_grads + shard_grads, scale)
+        return norm
 
     # ------------------------------------------------------------ the loop
 

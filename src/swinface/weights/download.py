@@ -1,0 +1,491 @@
+"""Fetch named weights into the cache, verify them, and resolve what the user asked for.
+
+Every fetch lands in `<file>.partial` first and is moved into place with
+`os.replace` only once its size and SHA-256 check out, so the cache never
+holds a half-written file under its final name. When a spec does not pin a
+hash, the hash seen at download time is written beside the file
+(`<file>.sha256`) and later uses check against it, so a file changed on disk
+is caught either way. Nothing here unpickles: files are only hashed and copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import importlib.resources
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from swinface.weights import registry
+from swinface.weights.registry import Source, WeightsError, WeightsSpec
+
+__all__ = ["WeightsError", "download", "file_sha256", "how_to_get", "import_weights"]
+__all__ += ["resolve_weights", "verify_cached"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+TIMEOUT = 60.0  # seconds of silence before a connection counts as failed
+# An interrupted HTTP transfer is resumed this many times within one call, as
+# long as each attempt makes progress; the `.partial` survives for later calls.
+RESUME_ATTEMPTS = 3
+USER_AGENT = "swinface-weights/1 (python urllib)"
+
+
+class _SourceFailed(Exception):
+    """This source could not deliver the file; the next one may."""
+
+
+class _Interrupted(_SourceFailed):
+    """The transfer stopped part way; the `.partial` file can be resumed."""
+
+
+# ---------------------------------------------------------------- hashing and files
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, as lowercase hex."""
+    hasher = hashlib.sha256()
+    _hash_into(hasher, Path(path))
+    return hasher.hexdigest()
+
+
+def _hash_into(hasher: hashlib._Hash, path: Path) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+
+
+def _partial(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+def _sidecar(final: Path) -> Path:
+    return final.with_name(final.name + ".sha256")
+
+
+def _write_sidecar(final: Path, digest: str) -> None:
+    # The `sha256sum` layout, so `sha256sum -c` can check the cache by hand.
+    _sidecar(final).write_text(f"{digest}  {final.name}\n", encoding="utf-8")
+
+
+def _read_sidecar(final: Path) -> str | None:
+    try:
+        text = _sidecar(final).read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    return text[0].lower() if text else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _progress_bar(progress: bool, total: int | None, initial: int, desc: str) -> tqdm:
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=not (progress and sys.stderr.isatty()),
+        file=sys.stderr,
+        leave=False,
+    )
+
+
+@contextlib.contextmanager
+def _locked(final: Path) -> Iterator[None]:
+    """Hold an exclusive lock for `final`, so processes started together (e.g. by
+    torchrun) do not write the same `.partial` at once. The OS drops the lock if
+    the process dies, so no stale lock can block later runs."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: go without; the atomic rename still protects the final file
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.with_name(final.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process fetching %s", final.name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _spec(name_or_spec: str | WeightsSpec) -> WeightsSpec:
+    return registry.get_spec(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+
+
+# ---------------------------------------------------------------- messages
+
+
+def how_to_get(spec: WeightsSpec) -> str:
+    """The ways to get the weights `spec`, as lines to show the user."""
+    urls = [u for u in (s.human_url for s in spec.sources) if u]
+    lines = [
+        f"To get the weights {spec.name!r}:",
+        f"  - download them: swinface weights download {spec.name}",
+    ]
+    if urls:
+        lines.append(
+            f"  - or fetch {spec.filename} by hand from {' or '.join(urls)}, "
+            f"then run: swinface weights import PATH --name {spec.name}"
+        )
+    lines.append("  - or use a weights file you have: --weights PATH (Python: load_model(PATH))")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- cache check
+
+
+def _cache_problem(spec: WeightsSpec, path: Path) -> str | None:
+    """None when the cached file is intact, else what is wrong with it."""
+    size = _size(path)
+    if spec.size is not None and size != spec.size:
+        return f"it has {size} bytes, expected {spec.size}"
+    expected = spec.sha256 or _read_sidecar(path)
+    if expected is None:
+        return "no checksum was recorded for it"
+    actual = file_sha256(path)
+    if actual != expected:
+        return f"its sha256 is {actual}, expected {expected}"
+    return None
+
+
+def verify_cached(name_or_spec: str | WeightsSpec) -> Path | None:
+    """The cached file of `name_or_spec` if it is present and intact, else None."""
+    spec = _spec(name_or_spec)
+    path = registry.cached_path(spec)
+    if path.is_file() and _cache_problem(spec, path) is None:
+        return path
+    return None
+
+
+# ---------------------------------------------------------------- fetchers
+
+
+def _fetch_http(spec: WeightsSpec, url: str, partial: Path, progress: bool) -> str:
+    """Download `url` into `partial`, resuming it; returns the sha256 of the whole file."""
+    error: _Interrupted | None = None
+    attempts = max(1, RESUME_ATTEMPTS)
+    for attempt in range(attempts):
+        before = _size(partial)
+        try:
+            return _http_attempt(spec, url, partial, progress)
+        except _Interrupted as err:
+            error = err
+            if _size(partial) <= before:
+                break  # no progress: retrying at once would only fail again
+            if attempt + 1 < attempts:
+                log.info("download of %s interrupted (%s); resuming", spec.name, err)
+    raise _SourceFailed(f"{error}; the partial file {partial} is kept and resumed next time")
+
+
+def _http_attempt(spec: WeightsSpec, url: str, partial: Path, progress: bool) -> str:
+    offset = _size(partial)
+    if spec.size is not None and offset > spec.size:
+        partial.unlink()  # longer than the real file: not a prefix of it
+        offset = 0
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=TIMEOUT
+        )
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            # Nothing left past our offset (or the server will not say): start over.
+            log.info("server refused to resume %s; starting from the beginning", spec.name)
+            partial.unlink(missing_ok=True)
+            return _http_attempt(spec, url, partial, progress)
+        raise _SourceFailed(f"HTTP {err.code} {err.reason}") from err
+    except urllib.error.URLError as err:
+        raise _SourceFailed(f"cannot connect: {err.reason}") from err
+    except (OSError, http.client.HTTPException) as err:
+        raise _SourceFailed(f"cannot connect: {err}") from err
+
+    with response:
+        hasher = hashlib.sha256()
+        total: int | None = None
+        if offset and response.status == 206:
+            m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+            if not m or int(m[1]) != offset:
+                partial.unlink(missing_ok=True)
+                raise _SourceFailed("the server resumed at the wrong place; the next try restarts")
+            total = int(m[2]) if m[2] != "*" else None
+            _hash_into(hasher, partial)  # the bytes we already have count toward the hash
+            mode = "ab"
+        else:
+            if offset:
+                log.info("server ignored the range request; restarting %s from zero", spec.name)
+            offset, mode = 0, "wb"
+        length = response.headers.get("Content-Length")
+        remaining = int(length) if length and length.isdigit() else None
+        if total is None and remaining is not None:
+            total = offset + remaining
+        if spec.size is not None and total is not None and total != spec.size:
+            raise _SourceFailed(f"the server offers {total} bytes, expected {spec.size}")
+
+        received = 0
+        with (
+            open(partial, mode) as out,
+            _progress_bar(progress, total, offset, spec.name) as bar,
+        ):
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as err:
+                raise _Interrupted(
+                    f"connection lost after {offset + received} bytes: {err}"
+                ) from err
+        # http.client ends a short body quietly, so count the bytes ourselves.
+        if remaining is not None and received < remaining:
+            raise _Interrupted(f"connection closed after {offset + received} of {total} bytes")
+    return hasher.hexdigest()
+
+
+def _copy_hashing(source: Path, partial: Path, progress: bool, desc: str) -> str:
+    """Copy `source` into `partial`, hashing on the way; returns the sha256."""
+    hasher = hashlib.sha256()
+    with (
+        open(source, "rb") as src,
+        open(partial, "wb") as out,
+        _progress_bar(progress, _size(source), 0, desc) as bar,
+    ):
+        while chunk := src.read(CHUNK):
+            out.write(chunk)
+            hasher.update(chunk)
+            bar.update(len(chunk))
+    return hasher.hexdigest()
+
+
+def _fetch_local(spec: WeightsSpec, source: Source, partial: Path, progress: bool) -> str:
+    """Copy a `file://` or `package://` source into `partial`."""
+    if source.kind == "file":
+        path = Path(source.location)
+        if not path.is_file():
+            raise _SourceFailed(f"no such file: {path}")
+        return _copy_hashing(path, partial, progress, spec.name)
+    package, _, inner = source.location.partition("/")
+    try:
+        resource = importlib.resources.files(package).joinpath(inner)
+        if not resource.is_file():
+            raise _SourceFailed(f"{inner} is not in the installed package {package}")
+        with importlib.resources.as_file(resource) as path:
+            return _copy_hashing(path, partial, progress, spec.name)
+    except ModuleNotFoundError as err:
+        raise _SourceFailed(f"package {package} is not installed") from err
+
+
+def _fetch_gdrive(spec: WeightsSpec, source: Source, partial: Path, progress: bool) -> str:
+    """Fetch a Google Drive file (or the named file of a Drive folder) into `partial`."""
+    try:
+        import gdown  # only Drive sources need it
+    except ImportError as err:
+        raise _SourceFailed("Google Drive sources need the gdown package") from err
+    quiet = not (progress and sys.stderr.isatty())
+    # A private temporary folder inside the cache: same file system, so the
+    # final move is a rename, and nothing half-fetched is left under a real name.
+    tmp = Path(tempfile.mkdtemp(prefix=".gdown-", dir=partial.parent))
+    try:
+        file_id = source.location
+        if source.kind == "gdrive-folder":
+            listing = gdown.download_folder(
+                id=source.location, output=str(tmp), quiet=quiet, skip_download=True
+            )
+            if not listing:
+                raise _SourceFailed(f"cannot list the Google Drive folder {source.location}")
+            found = [e for e in listing if Path(e.path).name == source.filename]
+            if not found:
+                names = ", ".join(Path(e.path).name for e in listing)
+                raise _SourceFailed(f"no {source.filename} in the Drive folder; it holds {names}")
+            file_id = found[0].id
+        target = tmp / source.filename
+        gdown.download(id=file_id, output=str(target), quiet=quiet)
+        if not target.is_file():
+            raise _SourceFailed("Google Drive sent no file (download quota exceeded?)")
+        os.replace(target, partial)
+    except _SourceFailed:
+        raise
+    except Exception as err:  # gdown raises its own, requests' and parsing errors alike
+        raise _SourceFailed(f"{type(err).__name__}: {err}") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return file_sha256(partial)
+
+
+def _fetch(spec: WeightsSpec, source: Source, partial: Path, progress: bool) -> str:
+    if source.kind == "http":
+        return _fetch_http(spec, source.location, partial, progress)
+    if source.kind in ("gdrive-folder", "gdrive-file"):
+        return _fetch_gdrive(spec, source, partial, progress)
+    return _fetch_local(spec, source, partial, progress)
+
+
+def _check_fetched(spec: WeightsSpec, where: str, partial: Path, digest: str) -> None:
+    """Raise WeightsError (deleting `partial`) when the fetched file is not the one expected."""
+    problem = None
+    if spec.size is not None and _size(partial) != spec.size:
+        problem = f"size mismatch: expected {spec.size} bytes, got {_size(partial)}"
+    elif spec.sha256 is not None and digest != spec.sha256:
+        problem = f"checksum mismatch: expected sha256 {spec.sha256}, got {digest}"
+    if problem:
+        partial.unlink(missing_ok=True)
+        raise WeightsError(
+            f"weights {spec.name!r} from {where}: {problem}; the file was deleted.\n"
+            + how_to_get(spec)
+        )
+
+
+# ---------------------------------------------------------------- public API
+
+
+def download(
+    name_or_spec: str | WeightsSpec, *, force: bool = False, progress: bool = True
+) -> Path:
+    """Fetch named weights into the cache (if not there and intact) and return their path.
+
+    Sources are tried in order; a source that fails (404, no connection, ...)
+    passes to the next. A file whose checksum does not match raises WeightsError.
+    """
+    spec = _spec(name_or_spec)
+    final = registry.cached_path(spec)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial(final)
+    with _locked(final):
+        if final.is_file() and not force:
+            problem = _cache_problem(spec, final)
+            if problem is None:
+                return final
+            log.warning("cached %s is damaged (%s); downloading it again", final, problem)
+        failures: list[tuple[str, str]] = []
+        for source in spec.sources:
+            log.info("fetching %s from %s", spec.name, source.text)
+            try:
+                digest = _fetch(spec, source, partial, progress)
+            except _SourceFailed as err:
+                log.warning("could not fetch %s from %s: %s", spec.name, source.text, err)
+                failures.append((source.text, str(err)))
+                continue
+            _check_fetched(spec, source.text, partial, digest)
+            os.replace(partial, final)
+            _write_sidecar(final, digest)
+            if spec.sha256 is None:
+                log.info("%s: sha256 %s (recorded in %s)", spec.name, digest, _sidecar(final))
+            return final
+    tried = "\n".join(f"  - {text}: {err}" for text, err in failures)
+    raise WeightsError(
+        f"could not download weights {spec.name!r}; every source failed:\n{tried}\n"
+        + how_to_get(spec)
+    )
+
+
+def import_weights(path: str | Path, name: str | None = None) -> Path:
+    """Copy a weights file fetched by hand into the cache; returns its cached path.
+
+    With `name`, it becomes those registered weights (its hash is checked when
+    the spec has one); without, it lands in `cache_dir()/imported/`. The
+    user's file is only read.
+    """
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise WeightsError(f"cannot import {source}: no such file")
+    spec = registry.get_spec(name) if name is not None else None
+    final = (
+        registry.cached_path(spec)
+        if spec is not None
+        else registry.cache_dir() / "imported" / source.name
+    )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial(final)
+    with _locked(final):
+        if final.exists() and final.samefile(source):
+            digest = file_sha256(final)  # importing the cached file itself: just verify
+            if spec is not None:
+                _check_import(spec, source, digest)
+            _write_sidecar(final, digest)
+            return final
+        digest = _copy_hashing(source, partial, progress=False, desc=source.name)
+        if spec is not None:
+            try:
+                _check_import(spec, source, digest)
+            except WeightsError:
+                partial.unlink(missing_ok=True)
+                raise
+        os.replace(partial, final)
+        _write_sidecar(final, digest)
+    log.info("imported %s as %s", source, final)
+    return final
+
+
+def _check_import(spec: WeightsSpec, source: Path, digest: str) -> None:
+    if spec.sha256 is not None and digest != spec.sha256:
+        raise WeightsError(
+            f"{source} is not the weights {spec.name!r}: expected sha256 {spec.sha256}, "
+            f"got {digest}"
+        )
+    if spec.size is not None and _size(source) != spec.size:
+        raise WeightsError(
+            f"{source} is not the weights {spec.name!r}: expected {spec.size} bytes, "
+            f"got {_size(source)}"
+        )
+
+
+def resolve_weights(
+    source: str | os.PathLike[str], *, download: bool = True
+) -> tuple[Path, WeightsSpec | None]:
+    """A weights file path, or a registered name, to a local file (and its spec, if named).
+
+    A name not yet cached is downloaded unless `download` is False, in which
+    case (or when the download fails) the WeightsError says how to get it.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path, None
+    name = os.fspath(source)
+    try:
+        spec = registry.get_spec(name)
+    except WeightsError:
+        known = ", ".join(s.name for s in registry.list_specs()) or "(none)"
+        raise WeightsError(
+            f"{name!r} is neither an existing weights file nor a registered weights name "
+            f"(registered: {known}; see `swinface weights list`)"
+        ) from None
+    cached = verify_cached(spec)
+    if cached is not None:
+        return cached, spec
+    if not download:
+        present = registry.cached_path(spec).is_file()
+        state = "are cached but damaged" if present else "are not in the cache"
+        raise WeightsError(
+            f"weights {spec.name!r} {state} ({registry.cached_path(spec)}) and downloading "
+            f"is off.\n" + how_to_get(spec)
+        )
+    return _download(spec), spec
+
+
+_download = download  # `resolve_weights` has a parameter named `download`
