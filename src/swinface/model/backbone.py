@@ -36,6 +36,10 @@ class SwinBackbone(nn.Module):
             global_pool="",
         )
         self.set_fused_attention(fused_attention)
+        # Each local level is pooled to the last stage's grid by a fixed factor (4, 2, 1 for
+        # Swin-T at 112 px): a plain average pool, which exports to ONNX with a dynamic batch.
+        last = len(config.depths) - 1
+        self.pool_factors = [2 ** (last - i) for i in range(1, len(config.depths))]
 
     def set_fused_attention(self, enabled: bool) -> None:
         """Use torch's scaled_dot_product_attention in every window attention."""
@@ -52,11 +56,11 @@ class SwinBackbone(nn.Module):
         swin = self.swin
         x = swin.patch_embed(x)  # (B, H, W, C): timm's Swin works in NHWC
         x = swin.layers[0](x)
-        grid = self.config.feature_grid
         levels = []
-        for stage in swin.layers[1:]:
+        for stage, factor in zip(swin.layers[1:], self.pool_factors, strict=True):
             x = stage.downsample(x)
-            levels.append(F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), grid))
+            level = x.permute(0, 3, 1, 2)
+            levels.append(F.avg_pool2d(level, factor) if factor > 1 else level)
             x = stage.blocks(x)
         levels.append(x.permute(0, 3, 1, 2))
         return torch.cat(levels, dim=1), x
