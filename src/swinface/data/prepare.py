@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swinface.data.samples import LabelError
 from swinface.data.store import FaceStore, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class PrepareReport:
     aligned: int = 0
     no_face: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
-    label_errors: list[tuple[str, str]] = field(default_factory=list)
+    label_errors: list[LabelError] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -47,7 +48,10 @@ class PrepareReport:
                 + "; ".join(f"{s} ({r})" for s, r in self.unreadable[:10])
             )
         if self.label_errors:
-            lines.append(f"skipped for bad labels: {len(self.label_errors)}")
+            lines.append(
+                f"skipped for bad labels: {len(self.label_errors)}: "
+                + "; ".join(str(e) for e in self.label_errors[:10])
+            )
         return "\n".join(lines)
 
 

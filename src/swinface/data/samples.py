@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-ImageRef = str | Path | np.ndarray  # a path to read, or decoded RGB uint8 pixels (H, W, 3)
+ImageRef = str | Path | bytes | np.ndarray  # a path, encoded image bytes, or RGB uint8 pixels
 
 
 @dataclass
