@@ -7,13 +7,12 @@ import io
 import cv2
 import numpy as np
 import pytest
+from conftest import FIXTURES
 from PIL import Image
 
 from swinface.inference import analyze_aligned
 from swinface.pipeline import FaceAnalyzer, cosine_similarity
 from swinface.vision import ImageError, align_face, load_image
-
-from conftest import FIXTURES
 
 ASTRONAUT = FIXTURES / "images" / "astronaut.jpg"
 
