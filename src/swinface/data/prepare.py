@@ -93,7 +93,9 @@ def prepare_samples(
     report = PrepareReport(Path(out))
     identities: dict[int, int] = {}  # dataset identity -> dense index, in order of first appearance
     for sample in tqdm(samples, unit="img", disable=not progress, desc=f"prepare {Path(out).name}"):
-        source = getattr(sample, "source", "") or str(sample.image)
+        # Name the image itself where there is one: that is what a user looks for.
+        image = sample.image
+        source = str(image) if isinstance(image, (str, Path)) else sample.source
         try:
             image = load_image(sample.image)
         except (ValueError, OSError) as err:
