@@ -12,6 +12,21 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Keep the tests' downloads and exported graphs out of the user's cache."""
+    import os
+
+    home = tmp_path_factory.mktemp("swinface_home")
+    previous = os.environ.get("SWINFACE_HOME")
+    os.environ["SWINFACE_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("SWINFACE_HOME", None)
+    else:
+        os.environ["SWINFACE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def reference_outputs() -> dict[str, np.ndarray]:
     with np.load(FIXTURES / "conformance" / "reference_outputs.npz") as z:

@@ -96,6 +96,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ..."
     )
     p.add_argument("--batch-size", type=int, default=64, help="faces per model batch")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "eager", "compiled", "onnxruntime"],
+        help="how the model runs; auto: ONNX Runtime on CPU, PyTorch on GPU",
+    )
 
 
 def _analyze_args(p: argparse.ArgumentParser) -> None:
@@ -149,6 +155,7 @@ def _analyze(args: argparse.Namespace) -> int:
         weights=args.weights,
         device=args.device,
         batch_size=args.batch_size,
+        backend=args.backend,
         aligned=args.aligned,
         **_detector_options(args),
     )
@@ -213,7 +220,9 @@ def _verify(args: argparse.Namespace) -> int:
 
     from swinface.pipeline import FaceAnalyzer, cosine_similarity
 
-    analyzer = FaceAnalyzer(weights=args.weights, device=args.device, aligned=args.aligned)
+    analyzer = FaceAnalyzer(
+        weights=args.weights, device=args.device, backend=args.backend, aligned=args.aligned
+    )
     threshold = args.threshold if args.threshold is not None else analyzer.verify_threshold
     if threshold is None:
         raise ValueError("these weights carry no verification threshold: pass --threshold")

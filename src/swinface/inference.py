@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,10 +44,11 @@ def as_face_batch(faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor) -> to
 
 
 class SwinFaceRunner:
-    """Runs a model on aligned faces in batches.
+    """Runs a model on aligned faces in batches, on one of the backends (`swinface.backends`).
 
-    On CUDA it runs under autocast in half precision (bf16 where supported,
-    else fp16) unless `precision='float32'`; on CPU it runs in float32.
+    On CUDA the eager and compiled backends run under autocast in half
+    precision (bf16 where supported, else fp16) unless `precision='float32'`;
+    on CPU they run in float32.
     """
 
     def __init__(
@@ -58,42 +58,35 @@ class SwinFaceRunner:
         device: str | torch.device | None = "auto",
         precision: str = "auto",
         batch_size: int = 64,
+        backend: str = "eager",
     ) -> None:
+        from swinface.backends import create_backend
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model
         self.batch_size = batch_size
-        if precision == "auto":
-            precision = "float32"
-            if self.device.type == "cuda":
-                precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        if precision not in ("float32", "float16", "bfloat16"):
-            raise ValueError(
-                f"precision: expected auto, float32, float16 or bfloat16, got {precision!r}"
-            )
-        self.precision = precision
+        self.backend = create_backend(backend, model, self.device, precision)
+        self.precision = self.backend.precision
 
-    def _autocast(self):
-        if self.precision == "float32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
-
-    @torch.inference_mode()
     def run(self, faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor) -> SwinFaceOutput:
         """Raw outputs for aligned uint8 faces, as float32 CPU tensors."""
         batch = as_face_batch(faces)
-        embeddings, logits = [], []
-        for start in range(0, len(batch), self.batch_size):
-            chunk = batch[start : start + self.batch_size].to(self.device, non_blocking=True)
-            with self._autocast():
-                out = self.model(SwinFace.preprocess(chunk))
-            embeddings.append(out.embedding.float().cpu())
-            logits.append(out.logits.float().cpu())
-        if not embeddings:
-            cfg = self.model.config
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()  # lets the copy to the GPU overlap
+        outs = [
+            self.backend(batch[start : start + self.batch_size])
+            for start in range(0, len(batch), self.batch_size)
+        ]
+        if not outs:
             from swinface.tasks import PACKED_SIZE
 
-            return SwinFaceOutput(torch.empty(0, cfg.embedding_dim), torch.empty(0, PACKED_SIZE))
-        return SwinFaceOutput(torch.cat(embeddings), torch.cat(logits))
+            dim = self.model.config.embedding_dim
+            return SwinFaceOutput(torch.empty(0, dim), torch.empty(0, PACKED_SIZE))
+        return SwinFaceOutput(
+            torch.cat([o.embedding for o in outs]), torch.cat([o.logits for o in outs])
+        )
 
     def analyze(self, faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor) -> AlignedAnalysis:
         """Raw outputs and decoded results for aligned faces."""

@@ -92,7 +92,9 @@ class FaceAnalyzer:
     """Detect, align and analyse every face in photos.
 
     `aligned=True` skips detection: each input is taken as one face crop
-    (FER2013 or RAF-DB style) and resized to 112x112.
+    (FER2013 or RAF-DB style) and resized to 112x112. `backend` picks how the
+    model runs (`swinface.backends`): 'auto' is ONNX Runtime on CPU (the graph
+    is exported once per set of weights and cached) and PyTorch on GPU.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class FaceAnalyzer:
         device: str | None = "auto",
         precision: str = "auto",
         batch_size: int = 64,
+        backend: str = "auto",
         aligned: bool = False,
         max_pixels: int | None = None,
         **detector_options,
@@ -115,7 +118,7 @@ class FaceAnalyzer:
             model = load_model(weights, device=device)
         self.model = model
         self.runner = SwinFaceRunner(
-            model, device=device, precision=precision, batch_size=batch_size
+            model, device=device, precision=precision, batch_size=batch_size, backend=backend
         )
         self.aligned = aligned
         self.max_pixels = max_pixels

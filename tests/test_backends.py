@@ -1,0 +1,91 @@
+"""Fast paths compute what the float32 eager model computes: ONNX export, ONNX Runtime, half precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from swinface import tasks
+from swinface.backends import OnnxBackend, TorchBackend, create_backend
+from swinface.export import ONNX_OUTPUTS, export_onnx
+from swinface.inference import SwinFaceRunner
+from swinface.pipeline import FaceAnalyzer
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_graph(conformance_model, tmp_path_factory):
+    return export_onnx(conformance_model, tmp_path_factory.mktemp("onnx") / "swinface.onnx")
+
+
+def _faces(n: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.integers(0, 256, (n, 112, 112, 3), np.uint8))
+
+
+def test_onnx_graph_has_all_43_named_outputs_and_a_dynamic_batch(onnx_graph):
+    graph = onnx.load(str(onnx_graph))
+    names = [o.name for o in graph.graph.output]
+    assert names == list(ONNX_OUTPUTS) and len(names) == 43
+    assert names[-1] == "embedding" and "heavy_makeup" in names
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["format"] == "swinface-onnx" and "tasks" in meta
+
+
+def test_onnx_graph_gives_the_conformance_reference_outputs(
+    conformance_model, reference_outputs, tmp_path
+):
+    """The conformance fixture through ONNX Runtime, within 1e-4 in float32."""
+    path = export_onnx(conformance_model, tmp_path / "float.onnx", normalised_input=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip(ONNX_OUTPUTS, session.run(None, {"faces": reference_outputs["input"]}), strict=True))
+    for out in tasks.ALL_OUTPUTS:
+        np.testing.assert_allclose(
+            got[out.key], reference_outputs[out.name], rtol=0, atol=1e-4, err_msg=out.name
+        )
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnxruntime_backend_matches_eager_float32(conformance_model, onnx_graph, batch):
+    faces = _faces(batch, seed=batch)
+    eager = TorchBackend(conformance_model, CPU, "float32")(faces)
+    fast = OnnxBackend(onnx_graph)(faces)
+    np.testing.assert_allclose(fast.embedding, eager.embedding, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(fast.logits, eager.logits, rtol=0, atol=1e-4)
+
+
+def test_half_precision_stays_within_the_documented_tolerance(conformance_model):
+    """bfloat16 autocast: embeddings within cosine 0.99 of float32, probabilities within 0.05."""
+    faces = _faces(2, seed=7)
+    ref = TorchBackend(conformance_model, CPU, "float32")(faces)
+    half = TorchBackend(conformance_model, CPU, "bfloat16")(faces)
+    cos = torch.nn.functional.cosine_similarity(ref.embedding, half.embedding)
+    assert cos.min() > 0.99
+    for name, s in tasks.output_slices().items():
+        if tasks.output(name).kind == tasks.Kind.REGRESSION:
+            continue
+        p_ref = ref.logits[:, s].softmax(-1)
+        p_half = half.logits[:, s].softmax(-1)
+        assert (p_ref - p_half).abs().max() < 0.05, name
+
+
+def test_runner_and_analyzer_choose_backends_by_name(conformance_model):
+    runner = SwinFaceRunner(conformance_model, device="cpu", backend="auto")
+    assert runner.backend.name == "onnxruntime"  # the faster CPU path
+    assert runner.backend.path.is_file()  # exported once into the (test) cache
+    again = SwinFaceRunner(conformance_model, device="cpu", backend="onnxruntime")
+    assert again.backend.path == runner.backend.path
+    with pytest.raises(ValueError, match="unknown 'tensorrt'"):
+        create_backend("tensorrt", conformance_model, CPU)
+    analyzer = FaceAnalyzer(model=conformance_model, device="cpu", backend="eager", aligned=True)
+    assert analyzer.runner.backend.name == "eager"
+    faces = _faces(3).numpy()
+    a = runner.analyze(faces).faces
+    b = analyzer.runner.analyze(faces).faces
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-5)
