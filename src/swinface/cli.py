@@ -336,6 +336,58 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- evaluate
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "task",
+        choices=["verification", "expression", "age", "gender", "attributes", "all"],
+        help="what to measure; all: every task the dataset's labels allow",
+    )
+    p.add_argument(
+        "format", help="dataset format, e.g. fer2013-folders, utkface, celeba, lfw-pairs"
+    )
+    p.add_argument("path", help="the dataset's folder or file")
+    _model_args(p)
+    p.add_argument(
+        "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
+    )
+    p.add_argument("--out", default=None, help="report folder (default: reports/<format>-<task>)")
+    p.add_argument("--split", default=None, help="only this split of the dataset (e.g. val, test)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N samples / pairs")
+    p.add_argument(
+        "--group-by", nargs="*", default=None, help="group labels to break figures down by"
+    )
+    p.add_argument("--lenient", action="store_true", help="skip and count malformed label lines")
+
+
+@command("evaluate", "the field's protocols on a dataset; JSON, Markdown and plots", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from swinface.data import open_dataset
+    from swinface.evaluate import evaluate, headline, write_report
+    from swinface.pipeline import FaceAnalyzer
+
+    dataset = open_dataset(args.format, args.path, strict=not args.lenient, split=args.split)
+    analyzer = FaceAnalyzer(
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        aligned=args.aligned,
+    )
+    report = evaluate(
+        args.task, dataset, analyzer, group_by=args.group_by, limit=args.limit, progress=True
+    )
+    out = Path(args.out or Path("reports") / f"{args.format}-{args.task}")
+    files = write_report(report, out)
+    print(headline(report))
+    print(f"report: {out}/summary.md ({len(files)} files)")
+    return 0
+
+
 # ---------------------------------------------------------------- train
 
 
