@@ -74,3 +74,15 @@ def test_config_errors_name_the_problem(tmp_path, text, message):
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(cfg)
+
+
+@pytest.mark.parametrize("name", ["published", "public"])
+def test_shipped_configs_load_and_name_every_task(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    config = load_config(path)
+    assert set(config.tasks) == {"identity", "age_gender", "attributes", "expression"}
+    assert config.identity_loss.margin == "cosface" and config.identity_loss.scale == 64.0
+    assert config.optim.clip_grad_norm == 5.0
+    assert all(Path(s.store).is_absolute() for t in config.tasks.values() for s in t.sources)

@@ -76,7 +76,9 @@ def _losses_on(trainer: Trainer, batch: dict[str, torch.Tensor]) -> dict[str, fl
     """Every task's loss on `batch`, the age loss at its start-of-training form."""
     with torch.no_grad():
         out = trainer.model(SwinFace.preprocess(batch["images"]))
-        targets = TaskTargets(batch["age"], batch["gender"], batch["expression"], batch["attributes"])
+        targets = TaskTargets(
+            batch["age"], batch["gender"], batch["expression"], batch["attributes"]
+        )
         _, parts = trainer.task_loss(out.logits, targets, 0, 1)
         parts["identity"] = float(trainer.partial_fc(out.embedding, batch["identity"]))
     return parts
@@ -116,20 +118,37 @@ def test_stop_and_resume_continues_the_same_run(tmp_path, store):
         assert a["step"] == b["step"]
         for key in ("loss", "age", "gender", "attributes", "expression", "identity", "lr"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
-    for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(), strict=True):
+    for (name, p), q in zip(
+        whole.model.named_parameters(), resumed.model.parameters(), strict=True
+    ):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_two_gloo_processes_hold_identical_weights_after_each_step(tmp_path, store):
-    config = _config(tmp_path, store, steps=3, augment=True, tasks={
-        t: {"batch_size": 2, "sources": [{"store": str(store)}]} for t in TASKS
-    })
+    config = _config(
+        tmp_path,
+        store,
+        steps=3,
+        augment=True,
+        tasks={t: {"batch_size": 2, "sources": [{"store": str(store)}]} for t in TASKS},
+    )
     worker = Path(__file__).with_name("dist_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(worker), str(config)],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(worker),
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -158,3 +177,36 @@ def test_train_command_writes_checkpoints_and_logs_and_resumes(tmp_path, store, 
 
     model = load_model(run / "checkpoints" / "step_0000003" / "model.safetensors", device="cpu")
     assert model.config.embed_dim == 16
+
+
+def test_periodic_validation_scores_every_label_of_a_store(tmp_path, store):
+    config = _config(tmp_path, store, steps=2, eval_every=2, eval_stores={"val": str(store)})
+    trainer = Trainer(load_config(config))
+    trainer.fit()
+    lines = (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["step"] == 2
+    for key in (
+        "age_mae",
+        "age_cs5",
+        "gender_accuracy",
+        "expression_accuracy",
+        "attributes_mean_accuracy",
+        "verification_auc",
+        "verification_accuracy",
+    ):
+        value = record[f"val/{key}"]
+        assert np.isfinite(value), key
+    assert 0.0 <= record["val/gender_accuracy"] <= 1.0
+    assert trainer.model.training  # validation leaves the model as it found it
+
+
+def test_identity_pairs_are_balanced_and_honest():
+    from swinface.train.validation import identity_pairs
+
+    ids = np.array([0, 0, 1, 1, 1, 2, -1])
+    pairs, same = identity_pairs(ids)
+    assert same.sum() == (~same).sum() == 4  # 1 + 3 genuine pairs
+    for (a, b), s in zip(pairs, same, strict=True):
+        assert ids[a] >= 0 and ids[b] >= 0
+        assert (ids[a] == ids[b]) == s

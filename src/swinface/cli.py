@@ -307,6 +307,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
         "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
     )
     p.add_argument("--limit", type=int, default=None, help="prepare only the first N samples")
+    p.add_argument("--split", default=None, help="only this split of the dataset (e.g. train)")
     p.add_argument(
         "--lenient",
         action="store_true",
@@ -323,13 +324,13 @@ def _prepare(args: argparse.Namespace) -> int:
     from swinface.data import open_dataset
     from swinface.data.prepare import prepare_samples
 
-    dataset = open_dataset(args.format, args.path, strict=not args.lenient)
+    dataset = open_dataset(args.format, args.path, strict=not args.lenient, split=args.split)
     _, report = prepare_samples(
         dataset.samples,
         args.out,
         aligned=args.aligned,
         limit=args.limit,
-        meta={"dataset_format": args.format},
+        meta={"dataset_format": args.format, "split": args.split},
     )
     report.label_errors = list(getattr(dataset, "skipped", []))
     print(report.summary())

@@ -1,0 +1,119 @@
+"""Validation during training: the evaluation metrics on prepared face stores.
+
+Stores hold aligned faces already, so validation runs the model straight on
+them (no decoding, no detection) and scores whatever labels each store has:
+age, gender, expression, attributes, and verification on pairs drawn from the
+store's identities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from swinface import tasks
+from swinface.data.store import FaceStore, open_store
+from swinface.evaluate import metrics
+from swinface.model import SwinFace, SwinFaceOutput
+
+
+@torch.no_grad()
+def run_store(
+    model: SwinFace, store: FaceStore, device: torch.device, batch_size: int = 128
+) -> SwinFaceOutput:
+    """Raw outputs for every face of a store."""
+    embeddings, logits = [], []
+    for start in range(0, len(store), batch_size):
+        faces = torch.from_numpy(np.array(store.faces[start : start + batch_size])).to(device)
+        out = model(SwinFace.preprocess(faces))
+        embeddings.append(out.embedding.float().cpu())
+        logits.append(out.logits.float().cpu())
+    return SwinFaceOutput(torch.cat(embeddings), torch.cat(logits))
+
+
+def identity_pairs(
+    identities: np.ndarray, max_pairs: int = 3000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced same/different index pairs from identity labels, chosen by a fixed rule."""
+    rng = np.random.default_rng(seed)
+    labelled = np.flatnonzero(identities >= 0)
+    by_person: dict[int, list[int]] = {}
+    for i in labelled:
+        by_person.setdefault(int(identities[i]), []).append(int(i))
+    same = [
+        (a[j], a[k])
+        for a in by_person.values()
+        for j in range(len(a))
+        for k in range(j + 1, len(a))
+    ]
+    rng.shuffle(same)
+    same = same[: max_pairs // 2]
+    different = []
+    while len(different) < len(same):
+        a, b = rng.choice(labelled, 2, replace=False)
+        if identities[a] != identities[b]:
+            different.append((int(a), int(b)))
+    pairs = np.array(same + different, dtype=np.int64).reshape(-1, 2)
+    is_same = np.array([True] * len(same) + [False] * len(different))
+    order = rng.permutation(len(pairs))  # mixed folds for the 10-fold protocol
+    return pairs[order], is_same[order]
+
+
+def store_figures(out: SwinFaceOutput, store: FaceStore) -> dict[str, float]:
+    """Every figure the store's labels allow, named `<task>_<metric>`."""
+    slices = tasks.output_slices()
+    labels, figures = store.labels, {}
+    has = {name: store.has(name) for name in ("age", "gender", "expression", "attributes")}
+    if has["age"].any():
+        pred = out.logits[:, slices["Age"]].squeeze(1).numpy()[has["age"]]
+        age = metrics.age_metrics(pred, labels["age"][has["age"]])
+        figures |= {"age_mae": age.mae, "age_cs5": age.cs}
+    if has["gender"].any():
+        pred = out.logits[:, slices["Gender"]].argmax(1).numpy()[has["gender"]]
+        figures["gender_accuracy"] = float(np.mean(pred == labels["gender"][has["gender"]]))
+    if has["expression"].any():
+        pred = out.logits[:, slices["Expression"]].argmax(1).numpy()[has["expression"]]
+        result = metrics.classification_metrics(
+            pred, labels["expression"][has["expression"]], tasks.EXPRESSION_LABELS
+        )
+        figures |= {
+            "expression_accuracy": result.accuracy,
+            "expression_mean_class_accuracy": result.mean_class_accuracy,
+        }
+    if has["attributes"].any():
+        columns = [slices[tasks.output(a).name] for a in tasks.CELEBA_ATTRIBUTES]
+        prob = torch.stack([out.logits[:, s].softmax(1)[:, 1] for s in columns], 1).numpy()
+        result = metrics.attribute_metrics(
+            prob[has["attributes"]], labels["attributes"][has["attributes"]]
+        )
+        figures["attributes_mean_accuracy"] = result.mean_accuracy
+    identities = labels["identity"]
+    if (identities >= 0).sum() >= 4 and len(np.unique(identities[identities >= 0])) >= 2:
+        pairs, same = identity_pairs(identities)
+        if same.any() and (~same).any():
+            emb = torch.nn.functional.normalize(out.embedding, dim=1).numpy()
+            scores = np.sum(emb[pairs[:, 0]] * emb[pairs[:, 1]], axis=1)
+            folds = min(10, int(same.sum()), int((~same).sum()))
+            figures["verification_auc"] = metrics.roc_auc(scores, same)
+            if folds >= 2:
+                result = metrics.verification_10fold(scores, same, n_folds=folds)
+                figures["verification_accuracy"] = result.accuracy
+    return {k: float(v) for k, v in figures.items()}
+
+
+def evaluate_stores(
+    model: SwinFace, stores: dict[str, str], *, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Figures on each named validation store, keyed `<store name>/<figure>`."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        figures = {}
+        for name, path in stores.items():
+            store = open_store(path)
+            for key, value in store_figures(run_store(model, store, device), store).items():
+                figures[f"{name}/{key}"] = value
+        return figures
+    finally:
+        model.train(was_training)
