@@ -32,8 +32,16 @@ def test_analyze_folder_prints_one_record_per_file_and_fails_softly(
 ):
     annotated = tmp_path / "annotated"
     status = main(
-        ["analyze", str(photo_folder), "--weights", str(native_weights), "--device", "cpu",
-         "--annotate", str(annotated)]
+        [
+            "analyze",
+            str(photo_folder),
+            "--weights",
+            str(native_weights),
+            "--device",
+            "cpu",
+            "--annotate",
+            str(annotated),
+        ]
     )
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
@@ -64,8 +72,20 @@ def test_verify_uses_the_threshold_stored_with_the_weights(native_weights, tmp_p
     same = json.loads(capsys.readouterr().out)
     assert same["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert same["threshold"] == 0.3 and same["same"] is True
-    assert main(["verify", str(ASTRONAUT), str(mirrored), "--weights", str(native_weights),
-                 "--threshold", "0.9999"]) == 0
+    assert (
+        main(
+            [
+                "verify",
+                str(ASTRONAUT),
+                str(mirrored),
+                "--weights",
+                str(native_weights),
+                "--threshold",
+                "0.9999",
+            ]
+        )
+        == 0
+    )
     other = json.loads(capsys.readouterr().out)
     assert other["threshold"] == 0.9999 and other["similarity"] < 1.0
 
@@ -123,3 +143,40 @@ def test_prepare_aligns_a_slice_of_a_real_pack(fmt, folder, tmp_path, capsys):
         assert store.has("age").all() and store.has("gender").all()
     else:
         assert store.has("attributes").all() and store.has("identity").all()
+
+
+def test_bench_prints_figures_for_each_backend_beside_the_baseline(capsys):
+    args = [
+        "bench",
+        "--model",
+        "swinface_nano",
+        "--device",
+        "cpu",
+        "--batches",
+        "1",
+        "2",
+        "--seconds",
+        "0.05",
+        "--train-batch",
+        "1",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ")
+    for what in ("eager (baseline)", "onnxruntime", "end-to-end", "training"):
+        assert what in out, what
+    model_rows = [line for line in out.splitlines() if line.startswith("model ")]
+    assert len(model_rows) == 6  # 3 runs x 2 batch sizes
+    assert all(line.rstrip().endswith("x") for line in model_rows)
+
+
+def test_export_onnx_command_writes_a_graph_that_runs(native_weights, tmp_path, capsys):
+    import onnxruntime as ort
+
+    out = tmp_path / "swinface.onnx"
+    assert main(["export-onnx", str(native_weights), str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    faces = np.zeros((3, 112, 112, 3), np.uint8)
+    outputs = session.run(None, {"faces": faces})
+    assert len(outputs) == 43 and outputs[-1].shape == (3, 512)

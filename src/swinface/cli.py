@@ -389,6 +389,100 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- bench
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights", default=None, help="weights to time (default: random weights, same speed)"
+    )
+    p.add_argument("--model", default="swinface_t", help="architecture when no weights are named")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="eager, compiled, onnxruntime (default: eager and onnxruntime on CPU; "
+        "eager and compiled on GPU)",
+    )
+    p.add_argument(
+        "--batches",
+        nargs="+",
+        type=int,
+        default=None,
+        help="batch sizes (default: 1 32 on CPU, 1 32 256 1024 on GPU)",
+    )
+    p.add_argument("--seconds", type=float, default=2.0, help="time each figure over this long")
+    p.add_argument("--photo", default=None, help="photo for the end-to-end figure")
+    p.add_argument(
+        "--train-batch",
+        type=int,
+        default=None,
+        help="images per task in the training figure (default: 32 on GPU, 2 on CPU; 0: skip)",
+    )
+
+
+@command(
+    "bench", "faces/s per backend and batch, photos/s end to end, training images/s", _bench_args
+)
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from swinface import bench
+    from swinface.assets import SAMPLE_PHOTO
+    from swinface.model import create_model
+    from swinface.pipeline import FaceAnalyzer
+    from swinface.weights.loading import load_model, resolve_device
+
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    if args.weights:
+        model = load_model(args.weights, device="cpu")
+    else:
+        torch.manual_seed(0)  # fixed random weights: one exported ONNX graph, reused
+        model = create_model(args.model)
+    model.eval()
+    backends = args.backends or (["eager", "compiled"] if gpu else ["eager", "onnxruntime"])
+    batches = args.batches or ([1, 32, 256, 1024] if gpu else [1, 32])
+    print(f"machine: {bench.machine_description(device)}")
+    rows = bench.bench_model(model, device, backends, batches, min_seconds=args.seconds)
+    print(bench.format_rows(rows), flush=True)
+    best = "onnxruntime" if not gpu and "onnxruntime" in backends else "eager"
+    analyzer = FaceAnalyzer(model=model, device=str(device), backend=best)
+    rows.append(
+        bench.bench_pipeline(analyzer, args.photo or SAMPLE_PHOTO, min_seconds=args.seconds)
+    )
+    train_batch = args.train_batch if args.train_batch is not None else (32 if gpu else 2)
+    if train_batch:
+        rows.append(bench.bench_training(args.model, device, train_batch))
+    print()
+    print(bench.format_rows(rows[-2:] if train_batch else rows[-1:]))
+    return 0
+
+
+# ---------------------------------------------------------------- export-onnx
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("weights", help="weights file or registered name")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+
+
+@command(
+    "export-onnx",
+    "the whole model, all 43 outputs, as an ONNX graph taking uint8 faces (dynamic batch)",
+    _export_args,
+)
+def _export(args: argparse.Namespace) -> int:
+    from swinface.export import export_onnx
+    from swinface.weights.loading import load_model
+
+    path = export_onnx(load_model(args.weights, device="cpu"), args.out, opset=args.opset)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    return 0
+
+
 # ---------------------------------------------------------------- train
 
 
