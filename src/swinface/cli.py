@@ -125,6 +125,20 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _analyzer(args: argparse.Namespace):
+    """The FaceAnalyzer that the model and detector options of a command describe."""
+    from swinface.pipeline import FaceAnalyzer
+
+    return FaceAnalyzer(
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        aligned=args.aligned,
+        **_detector_options(args),
+    )
+
+
 def _detector_options(args: argparse.Namespace) -> dict:
     names = {
         "score_threshold": "score_threshold",
@@ -145,20 +159,12 @@ def _analyze(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from swinface.pipeline import FaceAnalyzer
 
     paths = expand_inputs(args.inputs)
     if not paths:
         print("swinface analyze: no image found in the inputs", file=sys.stderr)
         return 1
-    analyzer = FaceAnalyzer(
-        weights=args.weights,
-        device=args.device,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        aligned=args.aligned,
-        **_detector_options(args),
-    )
+    analyzer = _analyzer(args)
     annotate = Path(args.annotate) if args.annotate else None
     if annotate:
         annotate.mkdir(parents=True, exist_ok=True)
@@ -369,16 +375,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from swinface.data import open_dataset
     from swinface.evaluate import evaluate, headline, write_report
-    from swinface.pipeline import FaceAnalyzer
 
     dataset = open_dataset(args.format, args.path, strict=not args.lenient, split=args.split)
-    analyzer = FaceAnalyzer(
-        weights=args.weights,
-        device=args.device,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        aligned=args.aligned,
-    )
+    analyzer = _analyzer(args)
     report = evaluate(
         args.task, dataset, analyzer, group_by=args.group_by, limit=args.limit, progress=True
     )
