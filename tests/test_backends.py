@@ -89,3 +89,15 @@ def test_runner_and_analyzer_choose_backends_by_name(conformance_model):
     b = analyzer.runner.analyze(faces).faces
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-5)
+
+
+def test_auto_falls_back_to_pytorch_when_onnx_runtime_cannot_run(conformance_model, monkeypatch):
+    import swinface.backends as backends
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no ONNX Runtime here")
+
+    monkeypatch.setattr(backends, "OnnxBackend", broken)
+    assert create_backend("auto", conformance_model, CPU).name == "eager"
+    with pytest.raises(RuntimeError, match="no ONNX Runtime"):
+        create_backend("onnxruntime", conformance_model, CPU)

@@ -164,6 +164,12 @@ def create_backend(
     """The backend `name` ('auto', 'eager', 'compiled', 'onnxruntime') for `model` on `device`."""
     if name == "auto":
         name = default_backend(device)
+        if name == "onnxruntime":
+            try:
+                return OnnxBackend(model, device)
+            except Exception as err:  # export or session trouble must not stop an analysis
+                log.warning("ONNX Runtime unavailable (%s); running the PyTorch model", err)
+                name = "eager"
     try:
         factory = BACKENDS[name]
     except KeyError:
