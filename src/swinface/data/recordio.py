@@ -171,6 +171,23 @@ class RecordReader:
             yield self.read_at(offset)
 
 
+@dataclass(frozen=True)
+class RecordImage:
+    """An image inside a `.rec` file, read only when it is decoded (packs hold millions)."""
+
+    rec_path: Path
+    offset: int
+
+    def encoded_bytes(self) -> bytes:
+        with open(self.rec_path, "rb") as f:
+            f.seek(self.offset)
+            _, image = unpack(_read_record(f, str(self)))
+        return image
+
+    def __str__(self) -> str:
+        return f"{self.rec_path}@{self.offset}"
+
+
 def write_recordio(
     rec_path: str | Path,
     idx_path: str | Path | None,

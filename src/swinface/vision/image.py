@@ -74,6 +74,11 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         return _decode(io.BytesIO(data), "<bytes>", max_pixels)
     if isinstance(source, str | os.PathLike):
         return _load_path(Path(source), max_pixels)
+    if hasattr(source, "encoded_bytes"):  # an image kept inside a pack, read when needed
+        data, name = source.encoded_bytes(), str(source)
+        if not data:
+            raise ImageError(f"{name}: empty (0 bytes), not an image")
+        return _decode(io.BytesIO(data), name, max_pixels)
     if hasattr(source, "read"):
         name = str(getattr(source, "name", "") or "<file object>")
         return _decode(source, name, max_pixels)

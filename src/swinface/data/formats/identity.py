@@ -16,7 +16,7 @@ from swinface.data.formats.base import (
     require_folder,
     subfolders,
 )
-from swinface.data.recordio import RecordIOError, RecordReader, unpack
+from swinface.data.recordio import RecordImage, RecordIOError, RecordReader, unpack
 from swinface.data.samples import Sample
 
 _IMAGE_MAGICS = (b"\xff\xd8", b"\x89PNG", b"BM", b"RIFF")
@@ -91,8 +91,9 @@ def _image_records(reader: RecordReader) -> Iterator[tuple[int, bytes | RecordIO
 def read_recordio(path: Path, *, strict: bool = True, split: str | None = None) -> Dataset:
     """An MXNet RecordIO pack (`train.rec` + `train.idx`, MS1MV2 layout), read without MXNet.
 
-    Samples hold each record's encoded image bytes, so the whole pack's images
-    are read into memory; identity is the record label.
+    With an index, samples point into the `.rec` file and images are read when
+    decoded, so a pack of millions fits; without one, each record's encoded
+    bytes are kept. Identity is the record label.
     """
     rec, idx = _rec_files(Path(path))
     issues = Issues(strict)
@@ -110,6 +111,8 @@ def read_recordio(path: Path, *, strict: bool = True, split: str | None = None) 
             except RecordIOError as err:
                 issues.report(source, str(err))
                 continue
+            if reader.index is not None:  # keep only where the image is, not its bytes
+                image = RecordImage(reader.rec_path, reader.index[key])
             samples.append(Sample(image, source, identity=identity))
     issues.summarise(str(rec))
     return Dataset("recordio", rec, samples=samples, skipped=issues.skipped, tasks=("identity",))
