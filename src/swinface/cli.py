@@ -64,13 +64,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- analyze
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
-
-
 def expand_inputs(items: Sequence[str]) -> list[str]:
     """Files as given; folders searched recursively for images; glob patterns expanded."""
     import glob
     from pathlib import Path
+
+    from swinface.data.formats.base import IMAGE_SUFFIXES
 
     paths: list[str] = []
     for item in items:

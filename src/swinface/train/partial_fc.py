@@ -135,13 +135,11 @@ class PartialFC(nn.Module):
 
     def _sample(self, local_labels: torch.Tensor) -> torch.Tensor:
         """Indices of the centres scored this step: all positives, then random negatives."""
+        if self.num_sample >= self.num_local:
+            return torch.arange(self.num_local, device=local_labels.device)
         positives = torch.unique(local_labels[local_labels >= 0])
-        if self.num_sample >= self.num_local or positives.numel() >= self.num_sample:
-            return (
-                torch.arange(self.num_local, device=local_labels.device)
-                if self.num_sample >= self.num_local
-                else positives
-            )
+        if positives.numel() >= self.num_sample:
+            return positives
         generator = torch.Generator().manual_seed(
             (self.seed * 1000003 + self.rank) * 1000003 + int(self.calls)
         )

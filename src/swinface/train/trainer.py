@@ -23,6 +23,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from swinface.backends import resolve_precision
 from swinface.model import SwinFace, create_model
 from swinface.train.batches import MultiTaskBatches
 from swinface.train.config import TrainConfig
@@ -105,7 +106,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.data = MultiTaskBatches(config, self.env.rank, self.env.world_size)
         self.model = self._build_model().to(self.env.device)
-        self.precision = self._resolve_precision()
+        self.precision = resolve_precision(config.precision, self.env.device)
         self.task_loss = MultiTaskLoss(
             weights={name: task.loss_weight for name, task in config.tasks.items()}
         ).to(self.env.device)
@@ -152,14 +153,6 @@ class Trainer:
         else:
             model = create_model(self.config.model, **self.config.model_overrides)
         return model.train()
-
-    def _resolve_precision(self) -> str:
-        p = self.config.precision
-        if p == "auto":
-            if self.env.device.type == "cuda":
-                return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-            return "float32"
-        return p
 
     def _autocast(self):
         if self.precision == "float32":

@@ -16,7 +16,9 @@ from swinface.errors import SwinFaceError
 
 log = logging.getLogger("swinface.data")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+)
 
 
 class DatasetError(SwinFaceError, ValueError):
