@@ -43,7 +43,9 @@ def test_onnx_graph_gives_the_conformance_reference_outputs(
     """The conformance fixture through ONNX Runtime, within 1e-4 in float32."""
     path = export_onnx(conformance_model, tmp_path / "float.onnx", normalised_input=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = dict(zip(ONNX_OUTPUTS, session.run(None, {"faces": reference_outputs["input"]}), strict=True))
+    got = dict(
+        zip(ONNX_OUTPUTS, session.run(None, {"faces": reference_outputs["input"]}), strict=True)
+    )
     for out in tasks.ALL_OUTPUTS:
         np.testing.assert_allclose(
             got[out.key], reference_outputs[out.name], rtol=0, atol=1e-4, err_msg=out.name

@@ -40,8 +40,17 @@ def test_evaluate_expression_on_generated_folders(tmp_path, nano_weights, capsys
     (root / "sad" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     out = tmp_path / "report"
     status, printed = _run(
-        ["evaluate", "expression", "fer2013-folders", str(root), "--aligned",
-         "--weights", str(nano_weights), "--out", str(out)],
+        [
+            "evaluate",
+            "expression",
+            "fer2013-folders",
+            str(root),
+            "--aligned",
+            "--weights",
+            str(nano_weights),
+            "--out",
+            str(out),
+        ],
         capsys,
     )
     assert status == 0
@@ -60,22 +69,52 @@ def test_evaluate_on_slices_of_the_real_packs_writes_every_report_file(
     weights = ["--weights", str(nano_weights), "--backend", "eager"]
     fer = tmp_path / "fer"
     status, printed = _run(
-        ["evaluate", "expression", "fer2013-folders", str(SHARED_DATA / "fer2013"),
-         "--split", "val", "--aligned", "--limit", "40", "--out", str(fer), *weights],
+        [
+            "evaluate",
+            "expression",
+            "fer2013-folders",
+            str(SHARED_DATA / "fer2013"),
+            "--split",
+            "val",
+            "--aligned",
+            "--limit",
+            "40",
+            "--out",
+            str(fer),
+            *weights,
+        ],
         capsys,
     )
     assert status == 0 and "expression accuracy" in printed
     utk = tmp_path / "utk"
     status, printed = _run(
-        ["evaluate", "all", "utkface", str(SHARED_DATA / "utkface"), "--limit", "40",
-         "--out", str(utk), *weights],
+        [
+            "evaluate",
+            "all",
+            "utkface",
+            str(SHARED_DATA / "utkface"),
+            "--limit",
+            "40",
+            "--out",
+            str(utk),
+            *weights,
+        ],
         capsys,
     )
     assert status == 0 and "age MAE" in printed and "by race" in printed
     celeba = tmp_path / "celeba"
     status, _ = _run(
-        ["evaluate", "attributes", "celeba", str(SHARED_DATA / "celeba"), "--limit", "30",
-         "--out", str(celeba), *weights],
+        [
+            "evaluate",
+            "attributes",
+            "celeba",
+            str(SHARED_DATA / "celeba"),
+            "--limit",
+            "30",
+            "--out",
+            str(celeba),
+            *weights,
+        ],
         capsys,
     )
     assert status == 0
@@ -99,8 +138,16 @@ def test_evaluate_on_slices_of_the_real_packs_writes_every_report_file(
     )
     assert status == 0 and "AUC" in printed
     written = {p.name for d in (fer, utk, celeba, ver) for p in d.iterdir()}
-    for name in ("report.json", "summary.md", "confusion_expression.png", "age_error.png",
-                 "age_scatter.png", "confusion_gender.png", "attributes.png", "roc.png"):
+    for name in (
+        "report.json",
+        "summary.md",
+        "confusion_expression.png",
+        "age_error.png",
+        "age_scatter.png",
+        "confusion_gender.png",
+        "attributes.png",
+        "roc.png",
+    ):
         assert name in written, name
     assert any(n.startswith("group_") and n.endswith(".png") for n in written)
     for png in (utk / "age_error.png", ver / "roc.png"):

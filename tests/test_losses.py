@@ -148,8 +148,12 @@ def test_multitask_loss_reads_each_label_from_its_output():
     _, parts = loss(logits, t, 0, 10)
     assert parts["age"] == pytest.approx(2.0)  # (28 - 30)^2 / 2 at the start
     assert parts["gender"] == pytest.approx(-math.log(math.exp(2) / (1 + math.exp(2))), rel=1e-5)
-    assert parts["expression"] == pytest.approx(-math.log(math.exp(3) / (6 + math.exp(3))), rel=1e-5)
-    assert parts["attributes"] == pytest.approx(-math.log(math.exp(1) / (math.exp(-1) + math.exp(1))), rel=1e-5)
+    assert parts["expression"] == pytest.approx(
+        -math.log(math.exp(3) / (6 + math.exp(3))), rel=1e-5
+    )
+    assert parts["attributes"] == pytest.approx(
+        -math.log(math.exp(1) / (math.exp(-1) + math.exp(1))), rel=1e-5
+    )
 
 
 def test_a_sample_without_a_label_contributes_nothing():

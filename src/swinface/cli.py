@@ -64,6 +64,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- analyze
 
+
 def expand_inputs(items: Sequence[str]) -> list[str]:
     """Files as given; folders searched recursively for images; glob patterns expanded."""
     import glob
@@ -157,7 +158,6 @@ def _analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tqdm import tqdm
-
 
     paths = expand_inputs(args.inputs)
     if not paths:

@@ -104,7 +104,11 @@ class SFace(MarginLoss):
         return (weights * scaled).sum(dim=1)
 
 
-MARGIN_LOSSES: dict[str, type[MarginLoss]] = {"cosface": CosFace, "arcface": ArcFace, "sface": SFace}
+MARGIN_LOSSES: dict[str, type[MarginLoss]] = {
+    "cosface": CosFace,
+    "arcface": ArcFace,
+    "sface": SFace,
+}
 
 
 def make_margin_loss(name: str, *, s: float = 64.0, m: float = 0.4) -> MarginLoss:
