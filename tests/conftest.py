@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,18 @@ import pytest
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The shared packs (FER2013, UTKFace, CelebA): `$SWINFACE_TEST_DATA`, else `../shared/data`
+# beside the checkout. Tests that need them skip, saying how to point at them, when absent.
+SHARED_DATA = Path(
+    os.environ.get("SWINFACE_TEST_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
+NEEDS_DATA = f"needs the shared face packs at {SHARED_DATA} (set SWINFACE_TEST_DATA)"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Keep the tests' downloads and exported graphs out of the user's cache."""
-    import os
-
     home = tmp_path_factory.mktemp("swinface_home")
     previous = os.environ.get("SWINFACE_HOME")
     os.environ["SWINFACE_HOME"] = str(home)

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, SHARED_DATA
+from conftest import FIXTURES, NEEDS_DATA, SHARED_DATA
 
 from swinface.cli import main
 
@@ -124,7 +124,7 @@ def test_convert_published_to_native(published_checkpoint, tmp_path, capsys):
     assert detect_format(out) == "safetensors"
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=NEEDS_DATA)
 @pytest.mark.parametrize(("fmt", "folder"), [("utkface", "utkface"), ("celeba", "celeba")])
 def test_prepare_aligns_a_slice_of_a_real_pack(fmt, folder, tmp_path, capsys):
     out = tmp_path / "store"

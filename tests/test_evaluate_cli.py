@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import NEEDS_DATA, SHARED_DATA
 from PIL import Image
 
 from swinface.cli import main
@@ -62,7 +62,7 @@ def test_evaluate_expression_on_generated_folders(tmp_path, nano_weights, capsys
     assert "broken.jpg" in (out / "summary.md").read_text()
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=NEEDS_DATA)
 def test_evaluate_on_slices_of_the_real_packs_writes_every_report_file(
     tmp_path, nano_weights, capsys
 ):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NEEDS_DATA, SHARED_DATA
 from PIL import Image
 
 from swinface.data import (
@@ -28,8 +29,6 @@ from swinface.data.recordio import IRHeader, pack, unpack
 from swinface.errors import SwinFaceError
 from swinface.tasks import CELEBA_ATTRIBUTES, EXPRESSION_LABELS, GENDER_LABELS
 from swinface.vision import load_image
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 EXPR = {name: i for i, name in enumerate(EXPRESSION_LABELS)}
 FEMALE, MALE = GENDER_LABELS.index("female"), GENDER_LABELS.index("male")
@@ -637,7 +636,7 @@ def test_manifest_jsonl_and_errors(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ the shared real data
 
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=NEEDS_DATA)
 
 
 @needs_shared
