@@ -561,6 +561,7 @@ def test_utkface(tmp_path: Path) -> None:
         "25_0_2_20170116174525125.jpg.chip.jpg",
         "3_1_4_20161219203650636.jpg.chip.jpg",
         "61_1_0_20170109142408075.jpg",
+        "39_1_20170116174525125.jpg.chip.jpg",  # three such names in the full release: no race
     ]
     for name in names:
         write_image(tmp_path / "part1" / name)
@@ -571,13 +572,15 @@ def test_utkface(tmp_path: Path) -> None:
         names[0]: (25.0, MALE, {"race": "Asian", "gender": "male"}),
         names[1]: (3.0, FEMALE, {"race": "Others", "gender": "female"}),
         names[2]: (61.0, FEMALE, {"race": "White", "gender": "female"}),
+        names[3]: (39.0, FEMALE, {"gender": "female"}),
     }
 
 
 @pytest.mark.parametrize(
     ("name", "words"),
     [
-        ("39_1_20170116174525125.jpg.chip.jpg", "got 3 field(s)"),  # as in the real dataset
+        ("39_1_2.jpg", "got 3 field(s)"),  # a race without a date stamp
+        ("39_20170116174525125.jpg", "got 2 field(s)"),
         ("x_1_0_20170116174525125.jpg", "age 'x' is not an integer"),
         ("40_3_0_20170116174525125.jpg", "gender 3 is outside 0..1"),
     ],
