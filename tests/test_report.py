@@ -490,3 +490,76 @@ def test_attribute_report_shows_the_majority_rate(tmp_path):
         figures(EvaluationReport(dataset="c", task="attributes", attributes=a))
     )
     assert (tmp_path / "attributes.png").is_file()
+
+
+# ---------------------------------------------------------------- flip (the paper's protocol)
+
+
+@pytest.fixture(scope="module")
+def nano_analyzer():
+    torch = pytest.importorskip("torch")
+    from swinface.model import create_model
+    from swinface.pipeline import FaceAnalyzer
+
+    torch.manual_seed(0)
+    model = create_model("swinface_nano").eval()  # random: checks the protocol, not accuracy
+    return FaceAnalyzer(model=model, aligned=True, device="cpu", backend="eager", batch_size=8)
+
+
+def test_flip_embedding_is_the_normalised_sum_with_the_mirrored_face(nano_analyzer):
+    from swinface.evaluate.flip import with_flip
+    from swinface.tasks import RECOGNITION
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    runner = nano_analyzer.runner
+    plain = runner.analyze(crops)
+    mirrored = runner.analyze(np.ascontiguousarray(crops[:, :, ::-1])).raw[RECOGNITION.name]
+    expected = plain.raw[RECOGNITION.name] + mirrored
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+
+    results = [r.main_face().analysis for r in with_flip(nano_analyzer).analyze_many(crops)]
+    got = np.stack([face.embedding for face in results])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    single = np.stack([face.embedding for face in plain.faces])
+    assert np.abs(got - single).max() > 1e-3  # the flip changes the embeddings used
+    # The other outputs are the face's own, not the mirror's.
+    assert [f.age for f in results] == pytest.approx([f.age for f in plain.faces], rel=1e-4)
+    assert nano_analyzer.runner is runner  # the caller's analyzer is left as it was
+
+
+def test_verification_reports_which_embeddings_it_used(nano_analyzer, tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(12)]
+    pairs = [Pair(images[i], images[(i + 1) % 12], i % 2 == 0, f"p{i}") for i in range(12)]
+    dataset = FakeDataset("pairs", pairs=pairs)
+
+    paper = evaluate("verification", dataset, nano_analyzer, out_dir=tmp_path, progress=False)
+    single = evaluate("verification", dataset, nano_analyzer, flip=False, progress=False)
+
+    assert paper.settings["flip"] is True and single.settings["flip"] is False
+    assert paper.verification.roc.thresholds[1:].tolist() != pytest.approx(
+        single.verification.roc.thresholds[1:].tolist()
+    )  # other embeddings, other scores
+    summary = (tmp_path / "summary.md").read_text()
+    assert "plus its horizontally mirrored face's, normalised (the paper's protocol)" in summary
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["settings"]["flip"] is True
+    assert {
+        "task": "verification",
+        "metric": "embeddings",
+        "value": "face + mirrored face (flip)",
+    } in data["headline"]
+    assert "face alone (no flip)" in headline(single)
+
+
+def test_flip_needs_an_analyzer_that_can_mirror_faces():
+    predictions = {k: _attrs(k, 30, "male", "neutral", np.eye(4)[k]) for k in range(4)}
+    images = [_image(k) for k in range(4)]
+    pairs = [Pair(images[k], images[(k + 1) % 4], k % 2 == 0) for k in range(4)] * 3
+    dataset = FakeDataset("pairs", pairs=pairs)
+    report = evaluate("verification", dataset, FakeAnalyzer(predictions), progress=False)
+    assert report.settings["flip"] is False
+    assert any("single-image embeddings" in n for n in report.notes)
+    with pytest.raises(ValueError, match="flip: FakeAnalyzer cannot run mirrored faces"):
+        evaluate("verification", dataset, FakeAnalyzer(predictions), flip=True, progress=False)
