@@ -539,12 +539,13 @@ def plot_attributes(a: AttributeResult, path: Path, title: str) -> Path:
         100 * a.mean_accuracy, color="tab:red", ls="--", label=f"mean {_pct(a.mean_accuracy)}"
     )
     lowest = min([100 * v for v, _ in ranked] + [m for m in majority if math.isfinite(m)] or [0])
-    ax.set_xlim(max(0.0, lowest - 5), 100)
+    ax.set_xlim(max(0.0, lowest - 5), 101)  # 101: a mark at 100% stays visible
     ax.set_xlabel("Accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title, pad=20)
     ax.tick_params(axis="y", labelsize=7)
     ax.margins(y=0.01)
-    ax.legend(loc="lower right", fontsize=8)
+    # Above the bars, between them and the title: inside the axes it would hide marks.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     return _save(fig, path)
 
 

@@ -154,7 +154,7 @@ def _folds(folds: list, same: list[bool], report: EvaluationReport, seed: int) -
         for k, f in enumerate(np.unique(ids))
         if y[ids == f].all() or not y[ids == f].any()
     ]
-    if one_kind:
+    if one_kind and y.any() and not y.all():  # a set of one kind is warned about once, before
         _warn(
             report,
             f"verification: fold(s) {', '.join(one_kind)} hold only one "
