@@ -356,8 +356,9 @@ def test_runner_with_the_real_pipeline(tmp_path):
     from swinface.model import create_model
     from swinface.pipeline import FaceAnalyzer
 
-    torch.manual_seed(0)
-    model = create_model("swinface_nano")  # small and random: this checks plumbing, not accuracy
+    with torch.random.fork_rng():  # seeded without changing the global generator
+        torch.manual_seed(0)
+        model = create_model("swinface_nano")  # small and random: checks plumbing, not accuracy
     analyzer = FaceAnalyzer(model=model, aligned=True, device="cpu", batch_size=4)
     yielded: list[PhotoResult] = []
     analyze_many = analyzer.analyze_many
@@ -501,8 +502,9 @@ def nano_analyzer():
     from swinface.model import create_model
     from swinface.pipeline import FaceAnalyzer
 
-    torch.manual_seed(0)
-    model = create_model("swinface_nano").eval()  # random: checks the protocol, not accuracy
+    with torch.random.fork_rng():  # seeded without changing the global generator
+        torch.manual_seed(0)
+        model = create_model("swinface_nano").eval()  # random: checks the protocol, not accuracy
     return FaceAnalyzer(model=model, aligned=True, device="cpu", backend="eager", batch_size=8)
 
 
