@@ -153,3 +153,32 @@ def test_evaluate_on_slices_of_the_real_packs_writes_every_report_file(
     for png in (utk / "age_error.png", ver / "roc.png"):
         with Image.open(png) as im:
             assert im.size[0] >= 400
+
+
+def test_evaluate_pairs_flip_seed_and_limit_options(tmp_path, nano_weights, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (112, 112, 3), np.uint8)).save(tmp_path / f"{i}.png")
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", newline="") as f:  # every same-person pair first, as lists often are
+        w = csv.writer(f)
+        w.writerow(["path_a", "path_b", "same"])
+        w.writerows([f"{i}.png", f"{(i + 1) % 10}.png", 1] for i in range(10))
+        w.writerows([f"{i}.png", f"{(i + 3) % 10}.png", 0] for i in range(10))
+    common = ["evaluate", "verification", "pairs-csv", str(pairs), "--aligned"]
+    common += ["--weights", str(nano_weights), "--backend", "eager"]
+
+    status, printed = _run([*common, "--out", str(tmp_path / "paper")], capsys)
+    assert status == 0 and "face + mirrored face (flip)" in printed
+    report = json.loads((tmp_path / "paper" / "report.json").read_text())
+    assert report["settings"]["flip"] is True and report["settings"]["seed"] == 0
+    assert report["verification"]["kfold"]["fold_sizes"] == [2] * 10
+    assert any("drew 10 folds at random" in n for n in report["notes"])
+
+    out = tmp_path / "single"
+    args = [*common, "--no-flip", "--limit", "12", "--seed", "3", "--out", str(out)]
+    status, printed = _run(args, capsys)
+    assert status == 0 and "face alone (no flip)" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"] == {"aligned": True, "limit": 12, "seed": 3, "flip": False}
+    assert report["n_pairs"] == 12 and report["verification"]["kfold"]["n_same"] == 6

@@ -23,6 +23,7 @@ from swinface.evaluate.metrics import (
     verification_10fold,
     verification_metrics,
 )
+from swinface.evaluate.slices import stratified_folds, stratified_sample
 from swinface.tasks import CELEBA_ATTRIBUTES, EXPRESSION_LABELS
 
 sk_metrics = pytest.importorskip("sklearn.metrics")
@@ -312,3 +313,54 @@ def test_jsonable():
         "b": [1, 2],
         "c": None,
     }
+
+
+def test_attribute_majority_rate_is_the_baseline_beside_each_accuracy():
+    # "Mustache" is absent on 9 of 10 faces: a model that always says "no" scores 90%.
+    names = ["Mustache", "Smiling", "Bald"]
+    true = np.array([[1, 1, -1]] + [[0, i % 2, -1] for i in range(9)])
+    always_no = np.zeros((10, 3))
+    r = attribute_metrics(always_no, true, names)
+    assert r.accuracy["Mustache"] == pytest.approx(0.9)
+    assert r.majority_rate["Mustache"] == pytest.approx(0.9)
+    assert r.majority_rate["Smiling"] == pytest.approx(0.5)  # 5 of 10 smile
+    assert math.isnan(r.majority_rate["Bald"])  # no labels
+    assert r.mean_majority_rate == pytest.approx(0.7)
+    assert r.to_dict()["majority_rate"]["Bald"] is None  # JSON has no NaN
+
+
+def test_stratified_sample_keeps_each_class_share():
+    # Sorted by class as FER2013 folders are: the first 70 would all be class 0.
+    keys = np.repeat(np.arange(7), [400, 50, 300, 200, 100, 100, 850])
+    picked = stratified_sample(keys.tolist(), 200, seed=0)
+    assert picked.size == 200 and np.all(np.diff(picked) > 0)  # distinct, in file order
+    counts = np.bincount(keys[picked], minlength=7)
+    assert counts.tolist() == [40, 5, 30, 20, 10, 10, 85]
+    assert np.array_equal(picked, stratified_sample(keys.tolist(), 200, seed=0))
+    assert not np.array_equal(picked, stratified_sample(keys.tolist(), 200, seed=1))
+    assert np.array_equal(stratified_sample(keys.tolist(), 5000), np.arange(2000))
+
+
+def test_stratified_sample_gives_every_class_a_place_when_it_can():
+    keys = ["a"] * 98 + ["b", "c"]
+    counts = {k: 0 for k in "abc"}
+    for i in stratified_sample(keys, 4, seed=0):
+        counts[keys[i]] += 1
+    assert counts == {"a": 2, "b": 1, "c": 1}
+    assert stratified_sample(keys, 1, seed=0).size == 1
+    with pytest.raises(ValueError, match="cannot take -1"):
+        stratified_sample(keys, -1)
+
+
+def test_stratified_folds_balance_a_list_sorted_by_kind():
+    # Same-person pairs first: consecutive folds would be all-same, then all-different.
+    same = [True] * 30 + [False] * 70
+    folds = stratified_folds(same, 10, seed=0)
+    y = np.array(same)
+    for f in range(10):
+        assert (folds == f).sum() == 10 and y[folds == f].sum() == 3
+    assert not np.array_equal(folds, stratified_folds(same, 10, seed=1))
+    uneven = stratified_folds([True] * 7 + [False] * 8, 10, seed=0)
+    assert np.ptp(np.bincount(uneven, minlength=10)) <= 1
+    with pytest.raises(ValueError, match="9 pairs cannot be split into 10 folds"):
+        stratified_folds([True] * 9)

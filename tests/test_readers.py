@@ -143,6 +143,93 @@ def test_restricted_unpickler_refuses_code_without_running_it(tmp_path: Path) ->
         open_dataset("insightface-bin", path)
 
 
+def _hex_bomb(depth: int) -> bytes:
+    """A pickle of `_codecs.encode(... _codecs.encode(b"ab", "hex") ..., "hex")`, `depth` deep.
+
+    Each call doubles the string: at depth 40 this 600-byte file asks for two terabytes.
+    """
+    body = b"C\x02ab"  # SHORT_BINBYTES b"ab"
+    for _ in range(depth):
+        body = b"h\x00" + body + b"X\x03\x00\x00\x00hex\x86R"  # encode(inner, "hex")
+    # PROTO 2; GLOBAL _codecs.encode into memo 0; ([bomb], [True])
+    return b"\x80\x02c_codecs\nencode\nq\x000]" + body + b"a]\x88a\x86."
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (_hex_bomb(24), "codec 'hex'"),
+        # bytes(2**62): an integer asks for that many zero bytes
+        (
+            b"\x80\x02c__builtin__\nbytes\n\x8a\x08" + (2**62).to_bytes(8, "little") + b"\x85R.",
+            "integer",
+        ),
+        # a 20-byte file declaring a 2**60-byte string (BINBYTES8)
+        (b"\x80\x04\x8e" + (2**60).to_bytes(8, "little") + b"ab.", "bytes8, but only"),
+        # an object array: numpy's own unpickling trusts its state
+        (pickle.dumps((np.array([b"a", 1], dtype=object), [True]), protocol=2), "not a plain"),
+        # numpy's _reconstruct asked for a large array directly
+        (
+            b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+            b"\x8a\x05\x00\x00\x00\x00\x01\x85C\x01b\x87R.",
+            "_reconstruct is only allowed",
+        ),
+    ],
+    ids=["hex-doubling", "bytes-of-int", "declared-length", "object-array", "reconstruct-shape"],
+)
+def test_restricted_unpickler_refuses_memory_bombs(
+    tmp_path: Path, payload: bytes, words: str
+) -> None:
+    import tracemalloc
+
+    path = tmp_path / "bomb.bin"
+    path.write_bytes(payload)
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        with pytest.raises(DatasetError, match=str(path)) as info:
+            open_dataset("insightface-bin", path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if started:
+            tracemalloc.stop()
+    assert words in str(info.value)
+    assert peak < 1_000_000  # refused before anything large was built
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_insightface_bin_every_protocol_and_numpy_payloads(tmp_path: Path, protocol: int) -> None:
+    """Re-packs store images as uint8 arrays or bytearrays, and issame as a bool array."""
+    images = [encode((i, 2 * i, 3 * i)) for i in range(6)]
+    bins = [
+        np.frombuffer(images[0], np.uint8),
+        bytearray(images[1]),
+        images[2],
+        np.frombuffer(images[3], np.uint8),
+        images[4],
+        images[5],
+    ]
+    issame = np.array([True, False, True])
+    path = tmp_path / "repack.bin"
+    path.write_bytes(pickle.dumps((bins, issame), protocol=protocol))
+    pairs = open_dataset("insightface-bin", path).pairs
+    assert [(p.image_a, p.image_b) for p in pairs] == [tuple(images[i : i + 2]) for i in (0, 2, 4)]
+    assert [p.same for p in pairs] == [True, False, True]
+    path.write_bytes(pickle.dumps((bins, [b"" == b"", 0, np.bool_(True)]), protocol=protocol))
+    assert [p.same for p in open_dataset("insightface-bin", path).pairs] == [True, False, True]
+
+
+def test_insightface_bin_issame_must_be_flat(tmp_path: Path) -> None:
+    # Nested lists sharing one inner list: np.asarray would expand them into a huge array.
+    inner = [True] * 10
+    path = tmp_path / "nested.bin"
+    path.write_bytes(pickle.dumps(([b"a", b"b"], [[inner] * 10]), protocol=2))
+    with pytest.raises(DatasetError, match="flat list"):
+        open_dataset("insightface-bin", path)
+
+
 def test_insightface_bin_structure_errors(tmp_path: Path) -> None:
     path = tmp_path / "odd.bin"
     path.write_bytes(pickle.dumps(([b"a", b"b", b"c"], [True])))
@@ -474,6 +561,7 @@ def test_utkface(tmp_path: Path) -> None:
         "25_0_2_20170116174525125.jpg.chip.jpg",
         "3_1_4_20161219203650636.jpg.chip.jpg",
         "61_1_0_20170109142408075.jpg",
+        "39_1_20170116174525125.jpg.chip.jpg",  # three such names in the full release: no race
     ]
     for name in names:
         write_image(tmp_path / "part1" / name)
@@ -484,13 +572,15 @@ def test_utkface(tmp_path: Path) -> None:
         names[0]: (25.0, MALE, {"race": "Asian", "gender": "male"}),
         names[1]: (3.0, FEMALE, {"race": "Others", "gender": "female"}),
         names[2]: (61.0, FEMALE, {"race": "White", "gender": "female"}),
+        names[3]: (39.0, FEMALE, {"gender": "female"}),
     }
 
 
 @pytest.mark.parametrize(
     ("name", "words"),
     [
-        ("39_1_20170116174525125.jpg.chip.jpg", "got 3 field(s)"),  # as in the real dataset
+        ("39_1_2.jpg", "got 3 field(s)"),  # a race without a date stamp
+        ("39_20170116174525125.jpg", "got 2 field(s)"),
         ("x_1_0_20170116174525125.jpg", "age 'x' is not an integer"),
         ("40_3_0_20170116174525125.jpg", "gender 3 is outside 0..1"),
     ],

@@ -356,8 +356,9 @@ def test_runner_with_the_real_pipeline(tmp_path):
     from swinface.model import create_model
     from swinface.pipeline import FaceAnalyzer
 
-    torch.manual_seed(0)
-    model = create_model("swinface_nano")  # small and random: this checks plumbing, not accuracy
+    with torch.random.fork_rng():  # seeded without changing the global generator
+        torch.manual_seed(0)
+        model = create_model("swinface_nano")  # small and random: checks plumbing, not accuracy
     analyzer = FaceAnalyzer(model=model, aligned=True, device="cpu", batch_size=4)
     yielded: list[PhotoResult] = []
     analyze_many = analyzer.analyze_many
@@ -384,3 +385,183 @@ def test_runner_with_the_real_pipeline(tmp_path):
     ages = [r.main_face().analysis.age for r in yielded if r.ok]
     np.testing.assert_allclose(report.age.pred, ages)
     np.testing.assert_allclose(report.age.true, [20, 30, 40, 50, 60])
+
+
+# ---------------------------------------------------------------- honest slices
+
+
+def _one_hot_attrs(key: int, expression: str, embedding: np.ndarray) -> FaceAttributes:
+    return _attrs(key, 30, "female", expression, embedding)
+
+
+def test_limit_draws_every_class_from_a_class_sorted_dataset():
+    # Sorted by class as FER2013 folders are: the first 14 images would all be "anger".
+    predictions = {
+        k: _one_hot_attrs(k, EXPRESSION_LABELS[k // 20], np.eye(8)[k % 8]) for k in range(140)
+    }
+    samples = [Sample(_image(k), source=f"img {k}", expression=k // 20) for k in range(140)]
+    dataset = FakeDataset("sorted", samples)
+    report = evaluate("expression", dataset, FakeAnalyzer(predictions), limit=14, progress=False)
+    assert report.n_samples == 14
+    assert set(report.expression.class_counts.values()) == {2}  # 2 of each of the 7 classes
+    assert report.settings["seed"] == 0
+    again = evaluate("expression", dataset, FakeAnalyzer(predictions), limit=14, progress=False)
+    assert report.expression.to_dict() == again.expression.to_dict()  # the seed is fixed
+    other = FakeAnalyzer(predictions)
+    evaluate("expression", dataset, other, limit=14, seed=5, progress=False)
+    first = FakeAnalyzer(predictions)
+    evaluate("expression", dataset, first, limit=14, progress=False)
+    keys = [[int(img[0, 0, 0]) for img in a.seen] for a in (first, other)]
+    assert keys[0] != keys[1]  # another seed, another draw
+
+
+def test_limit_on_pairs_keeps_both_kinds_and_warns_on_one_class(caplog):
+    images = [_image(k) for k in range(8)]
+    predictions = {k: _attrs(k, 30, "male", "neutral", np.eye(8)[k // 2]) for k in range(8)}
+    same = [Pair(images[2 * i], images[2 * i + 1], True, f"s{i}") for i in range(4)]
+    different = [Pair(images[i], images[(i + 2) % 8], False, f"d{i}") for i in range(8)]
+    dataset = FakeDataset("pairs", pairs=same * 5 + different * 5)  # same-person pairs first
+    report = evaluate("verification", dataset, FakeAnalyzer(predictions), limit=30, progress=False)
+    assert report.n_pairs == 30 and report.verification.kfold.n_same == 10
+    assert not any("only" in n for n in report.notes)
+
+    one_class = FakeDataset("happy", [Sample(_image(k), expression=3) for k in range(4)])
+    with caplog.at_level("WARNING", logger="swinface.evaluate.runner"):
+        report = evaluate("expression", one_class, FakeAnalyzer(predictions), progress=False)
+    assert "expression: every image is of one class (happiness)" in report.notes
+    assert "one class" in caplog.text
+    report = evaluate("verification", FakeDataset("p", pairs=same), FakeAnalyzer(predictions))
+    assert "verification: only same-person pairs in this set" in report.notes
+
+
+def test_pairs_without_folds_get_balanced_random_folds():
+    # 30 same-person pairs, then 70 different ones: consecutive folds are 3 all-same, 7 all-
+    # different, and every test fold is scored with a threshold that suits only the other kind.
+    rng = np.random.default_rng(0)
+    predictions = {k: _attrs(k, 30, "male", "neutral", rng.normal(size=16)) for k in range(100)}
+    images = [_image(k) for k in range(100)]
+    pairs = [Pair(images[i], images[(i + 1) % 100], i < 30, f"p{i}") for i in range(100)]
+    report = evaluate("verification", FakeDataset("sorted", pairs=pairs), FakeAnalyzer(predictions))
+    k = report.verification.kfold
+    assert k.fold_sizes == [10] * 10
+    assert any("drew 10 folds at random (seed 0)" in n for n in report.notes)
+    assert not any("hold only one kind" in n for n in report.notes)
+
+
+def test_dataset_folds_are_kept_and_one_kind_folds_warned():
+    # LFW's pairs.txt defines folds: they are kept as they are, and a one-kind fold is named.
+    predictions = {k: _attrs(k, 30, "male", "neutral", np.eye(20)[k // 2]) for k in range(40)}
+    images = [_image(k) for k in range(40)]
+    pairs = [
+        Pair(images[i], images[i + 1 if i % 2 == 0 else i - 1], True, f"s{i}", fold=i % 4)
+        for i in range(20)
+    ]
+    pairs += [
+        Pair(images[i], images[(i + 2) % 40], False, f"d{i}", fold=1 + i % 3) for i in range(20)
+    ]
+    report = evaluate("verification", FakeDataset("lfw", pairs=pairs), FakeAnalyzer(predictions))
+    assert report.verification.kfold.fold_sizes == [5, 12, 12, 11]
+    assert any(
+        n.startswith("verification: fold(s) 1 hold only one kind of pair") for n in report.notes
+    )
+
+
+def test_negative_age_predictions_are_shown_not_clipped(tmp_path):
+    from swinface.evaluate.report import age_scatter_limits
+
+    a = age_metrics([-3.5, 4, 30], [1, 2, 33])
+    lo, hi = age_scatter_limits(a)
+    assert lo < -3.5 and hi > 33
+    write_report(EvaluationReport(dataset="babies", task="age", n_images=3, age=a), tmp_path)
+    assert "| Predictions below 0 years | 1 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_attribute_report_shows_the_majority_rate(tmp_path):
+    true = np.zeros((10, 40), np.int64)
+    true[0] = 1  # every attribute present on one face of ten
+    a = attribute_metrics(np.zeros((10, 40)), true)  # always "no"
+    write_report(EvaluationReport(dataset="celeba", task="attributes", attributes=a), tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["attributes"]["majority_rate"]["Mustache"] == pytest.approx(0.9)
+    assert data["attributes"]["mean_majority_rate"] == pytest.approx(0.9)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| Mustache | 10 | 90.00% | 90.00% | +0.00 |" in summary
+    assert "against 90.00% for always giving each attribute's commoner answer" in summary
+    assert ("attributes", "mean majority-class rate (always the commoner answer)", "90.00%") in (
+        figures(EvaluationReport(dataset="c", task="attributes", attributes=a))
+    )
+    assert (tmp_path / "attributes.png").is_file()
+
+
+# ---------------------------------------------------------------- flip (the paper's protocol)
+
+
+@pytest.fixture(scope="module")
+def nano_analyzer():
+    torch = pytest.importorskip("torch")
+    from swinface.model import create_model
+    from swinface.pipeline import FaceAnalyzer
+
+    with torch.random.fork_rng():  # seeded without changing the global generator
+        torch.manual_seed(0)
+        model = create_model("swinface_nano").eval()  # random: checks the protocol, not accuracy
+    return FaceAnalyzer(model=model, aligned=True, device="cpu", backend="eager", batch_size=8)
+
+
+def test_flip_embedding_is_the_normalised_sum_with_the_mirrored_face(nano_analyzer):
+    from swinface.evaluate.flip import with_flip
+    from swinface.tasks import RECOGNITION
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    runner = nano_analyzer.runner
+    plain = runner.analyze(crops)
+    mirrored = runner.analyze(np.ascontiguousarray(crops[:, :, ::-1])).raw[RECOGNITION.name]
+    expected = plain.raw[RECOGNITION.name] + mirrored
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+
+    results = [r.main_face().analysis for r in with_flip(nano_analyzer).analyze_many(crops)]
+    got = np.stack([face.embedding for face in results])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    single = np.stack([face.embedding for face in plain.faces])
+    assert np.abs(got - single).max() > 1e-3  # the flip changes the embeddings used
+    # The other outputs are the face's own, not the mirror's.
+    assert [f.age for f in results] == pytest.approx([f.age for f in plain.faces], rel=1e-4)
+    assert nano_analyzer.runner is runner  # the caller's analyzer is left as it was
+
+
+def test_verification_reports_which_embeddings_it_used(nano_analyzer, tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(12)]
+    pairs = [Pair(images[i], images[(i + 1) % 12], i % 2 == 0, f"p{i}") for i in range(12)]
+    dataset = FakeDataset("pairs", pairs=pairs)
+
+    paper = evaluate("verification", dataset, nano_analyzer, out_dir=tmp_path, progress=False)
+    single = evaluate("verification", dataset, nano_analyzer, flip=False, progress=False)
+
+    assert paper.settings["flip"] is True and single.settings["flip"] is False
+    assert paper.verification.roc.thresholds[1:].tolist() != pytest.approx(
+        single.verification.roc.thresholds[1:].tolist()
+    )  # other embeddings, other scores
+    summary = (tmp_path / "summary.md").read_text()
+    assert "plus its horizontally mirrored face's, normalised (the paper's protocol)" in summary
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["settings"]["flip"] is True
+    assert {
+        "task": "verification",
+        "metric": "embeddings",
+        "value": "face + mirrored face (flip)",
+    } in data["headline"]
+    assert "face alone (no flip)" in headline(single)
+
+
+def test_flip_needs_an_analyzer_that_can_mirror_faces():
+    predictions = {k: _attrs(k, 30, "male", "neutral", np.eye(4)[k]) for k in range(4)}
+    images = [_image(k) for k in range(4)]
+    pairs = [Pair(images[k], images[(k + 1) % 4], k % 2 == 0) for k in range(4)] * 3
+    dataset = FakeDataset("pairs", pairs=pairs)
+    report = evaluate("verification", dataset, FakeAnalyzer(predictions), progress=False)
+    assert report.settings["flip"] is False
+    assert any("single-image embeddings" in n for n in report.notes)
+    with pytest.raises(ValueError, match="flip: FakeAnalyzer cannot run mirrored faces"):
+        evaluate("verification", dataset, FakeAnalyzer(predictions), flip=True, progress=False)

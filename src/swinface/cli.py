@@ -361,7 +361,25 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default=None, help="report folder (default: reports/<format>-<task>)")
     p.add_argument("--split", default=None, help="only this split of the dataset (e.g. val, test)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N samples / pairs")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="only N samples / pairs, drawn at random (see --seed) keeping each class's share",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the --limit draw and of the folds of pairs that carry none (default: 0)",
+    )
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="verification on embedding(face) + embedding(mirrored face), the paper's "
+        "protocol (default for pairs); --no-flip: the face alone",
+    )
     p.add_argument(
         "--group-by", nargs="*", default=None, help="group labels to break figures down by"
     )
@@ -378,7 +396,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.format, args.path, strict=not args.lenient, split=args.split)
     analyzer = _analyzer(args)
     report = evaluate(
-        args.task, dataset, analyzer, group_by=args.group_by, limit=args.limit, progress=True
+        args.task,
+        dataset,
+        analyzer,
+        group_by=args.group_by,
+        limit=args.limit,
+        seed=args.seed,
+        flip=args.flip,
+        progress=True,
     )
     out = Path(args.out or Path("reports") / f"{args.format}-{args.task}")
     files = write_report(report, out)

@@ -6,6 +6,7 @@ report = evaluate("verification", dataset, analyzer, out_dir="reports/lfw")
 print(headline(report))
 """
 
+from swinface.evaluate.flip import with_flip
 from swinface.evaluate.metrics import (
     AgeResult,
     AttributeResult,
@@ -31,6 +32,7 @@ from swinface.evaluate.metrics import (
 )
 from swinface.evaluate.report import EvaluationReport, Failure, headline, write_report
 from swinface.evaluate.runner import evaluate
+from swinface.evaluate.slices import stratified_folds, stratified_sample
 
 __all__ = [
     "AgeResult",
@@ -55,8 +57,11 @@ __all__ = [
     "headline",
     "roc_auc",
     "roc_curve",
+    "stratified_folds",
+    "stratified_sample",
     "tar_at_far",
     "verification_10fold",
     "verification_metrics",
+    "with_flip",
     "write_report",
 ]

@@ -379,12 +379,19 @@ class AttributeResult(Result):
     accuracy: dict[str, float]  # NaN for an attribute with no labels
     counts: dict[str, int]  # labelled faces per attribute
     n: int  # faces
+    # The accuracy of always giving the commoner answer: what `accuracy` must beat.
+    majority_rate: dict[str, float] = field(default_factory=dict)  # NaN with no labels
+    mean_majority_rate: float = math.nan  # over the same attributes as `mean_accuracy`
 
 
 def attribute_metrics(
     prob_or_pred: Any, true: Any, names: Sequence[str] = CELEBA_ATTRIBUTES
 ) -> AttributeResult:
     """Accuracy of each binary attribute; `true` is 0/1 with -1 for a missing label.
+
+    Beside each accuracy, the majority-class rate: the accuracy of always
+    answering the commoner value (98% for "no mustache" on CelebA), the baseline
+    an attribute's accuracy has to be read against.
 
     `prob_or_pred` holds probabilities of "yes" (thresholded at 0.5) or 0/1 predictions.
     """
@@ -396,13 +403,18 @@ def attribute_metrics(
     known = t >= 0
     counts = known.sum(axis=0)
     correct = ((yes == (t == 1)) & known).sum(axis=0)
+    positives = ((t == 1) & known).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = correct / counts
+        majority = np.maximum(positives, counts - positives) / counts
+    labelled = counts > 0
     return AttributeResult(
-        mean_accuracy=float(np.mean(acc[counts > 0])) if (counts > 0).any() else math.nan,
+        mean_accuracy=float(np.mean(acc[labelled])) if labelled.any() else math.nan,
         accuracy={n: float(a) for n, a in zip(names, acc, strict=True)},
         counts={n: int(c) for n, c in zip(names, counts, strict=True)},
         n=int(p.shape[0]),
+        majority_rate={n: float(m) for n, m in zip(names, majority, strict=True)},
+        mean_majority_rate=float(np.mean(majority[labelled])) if labelled.any() else math.nan,
     )
 
 

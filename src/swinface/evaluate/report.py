@@ -104,6 +104,8 @@ def figures(report: EvaluationReport) -> list[tuple[str, str, str]]:
         for far, t in v.tar_at_far.items():
             if t.tar is not None:
                 rows.append(("verification", f"TAR @ FAR={_far(far)}", _pct(t.tar)))
+        if "flip" in report.settings:
+            rows.append(("verification", "embeddings", _embedding_mode(report.settings["flip"])))
     for task in ("expression", "gender"):
         c: ClassificationResult | None = getattr(report, task)
         if c is not None:
@@ -124,7 +126,18 @@ def figures(report: EvaluationReport) -> list[tuple[str, str, str]]:
                 _pct(report.attributes.mean_accuracy),
             )
         )
+        rows.append(
+            (
+                "attributes",
+                "mean majority-class rate (always the commoner answer)",
+                _pct(report.attributes.mean_majority_rate),
+            )
+        )
     return rows
+
+
+def _embedding_mode(flip: bool) -> str:
+    return "face + mirrored face (flip)" if flip else "face alone (no flip)"
 
 
 def _format_value(metric: str, value: float) -> str:
@@ -185,7 +198,7 @@ def _summary_overview(report: EvaluationReport) -> list[str]:
     return _table(["", ""], rows)
 
 
-def _summary_verification(v: VerificationMetrics) -> list[str]:
+def _summary_verification(v: VerificationMetrics, flip: bool | None) -> list[str]:
     k = v.kfold
     lines = [
         "## Verification",
@@ -195,6 +208,17 @@ def _summary_verification(v: VerificationMetrics) -> list[str]:
         "measured on the held-out fold.",
         "",
     ]
+    if flip is not None:
+        lines += [
+            "Embeddings: "
+            + (
+                "each face's embedding plus its horizontally mirrored face's, normalised "
+                "(the paper's protocol)."
+                if flip
+                else "each face's own embedding, without its mirrored face (no flip)."
+            ),
+            "",
+        ]
     rows = [
         [str(i + 1), str(n), f"{t:.4f}", _pct(a)]
         for i, (n, t, a) in enumerate(
@@ -243,15 +267,34 @@ def _summary_age(a: AgeResult) -> list[str]:
     ]
     if a.epsilon_error is not None:
         rows.append(["epsilon-error", f"{a.epsilon_error:.4f}"])
+    below = int(np.sum(a.pred < 0))
+    if below:  # scored as predicted: clamping them at 0 would hide part of the error
+        rows.append(["Predictions below 0 years", str(below)])
     return ["## Age", "", f"{a.n} faces.", ""] + _table(["Metric", "Value"], rows)
 
 
 def _summary_attributes(a: AttributeResult) -> list[str]:
     ranked = sorted(a.accuracy.items(), key=lambda kv: -kv[1] if math.isfinite(kv[1]) else 1)
-    rows = [[name, str(a.counts[name]), _pct(acc)] for name, acc in ranked]
-    return ["## Attributes", "", f"{a.n} faces; mean accuracy {_pct(a.mean_accuracy)}.", ""] + (
-        _table(["Attribute", "Labelled", "Accuracy"], rows)
+    rows = []
+    for name, acc in ranked:
+        majority = a.majority_rate.get(name, math.nan)
+        gain = 100 * (acc - majority)
+        rows.append(
+            [
+                name,
+                str(a.counts[name]),
+                _pct(acc),
+                _pct(majority),
+                f"{gain:+.2f}" if math.isfinite(gain) else "n/a",
+            ]
+        )
+    intro = (
+        f"{a.n} faces; mean accuracy {_pct(a.mean_accuracy)}, against "
+        f"{_pct(a.mean_majority_rate)} for always giving each attribute's commoner answer "
+        "(the majority-class rate)."
     )
+    header = ["Attribute", "Labelled", "Accuracy", "Majority rate", "Gain (points)"]
+    return ["## Attributes", "", intro, ""] + _table(header, rows)
 
 
 def _summary_group(g: GroupBreakdown) -> list[str]:
@@ -298,7 +341,7 @@ def summary_markdown(report: EvaluationReport, plots: Sequence[Path] = ()) -> st
     lines += ["## Headline figures", ""]
     lines += _table(["Task", "Metric", "Value"], [list(r) for r in figures(report)])
     if report.verification is not None:
-        lines += _summary_verification(report.verification)
+        lines += _summary_verification(report.verification, report.settings.get("flip"))
     for task in ("expression", "gender"):
         if getattr(report, task) is not None:
             lines += _summary_classes(task, getattr(report, task))
@@ -411,13 +454,23 @@ def plot_age_error(a: AgeResult, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def age_scatter_limits(a: AgeResult) -> tuple[float, float]:
+    """Both axes' range: from 0, or below it to show every negative prediction, to the oldest.
+
+    Predictions are plotted as the model gave them; clipping the axis at 0
+    would hide the faces it got most wrong.
+    """
+    lo = min(float(a.true.min()), float(a.pred.min()), 0.0)
+    hi = max(float(a.true.max()), float(a.pred.max())) + 1
+    return (lo - 1 if lo < 0 else lo), hi
+
+
 def plot_age_scatter(a: AgeResult, path: Path, title: str) -> Path:
     """Predicted against true age, with the identity line and the CS band."""
     fig = _figure((5.6, 5.2))
     ax = fig.subplots()
     ax.scatter(a.true, a.pred, s=6, alpha=0.5)
-    lo = min(a.true.min(), a.pred.min(), 0)
-    hi = max(a.true.max(), a.pred.max()) + 1
+    lo, hi = age_scatter_limits(a)
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="predicted = true")
     for d in (-a.cs_threshold, a.cs_threshold):
         ax.plot([lo, hi], [lo + d, hi + d], color="tab:red", ls=":", lw=1)
@@ -461,21 +514,38 @@ def plot_group(g: GroupBreakdown, path: Path, title: str) -> Path:
 
 
 def plot_attributes(a: AttributeResult, path: Path, title: str) -> Path:
-    """Per-attribute accuracy as horizontal bars, best at the top, the mean marked."""
+    """Per-attribute accuracy as bars, best at the top, each with its majority-class rate marked.
+
+    An attribute that is nearly always absent ("Mustache") scores high by always
+    answering "no": the mark shows that baseline beside each bar.
+    """
     ranked = sorted(((v, k) for k, v in a.accuracy.items() if math.isfinite(v)))
+    names = [k for _, k in ranked]
+    majority = [100 * a.majority_rate.get(k, math.nan) for k in names]
     fig = _figure((7.0, 0.22 * len(ranked) + 1.5))
     ax = fig.subplots()
-    ax.barh([k for _, k in ranked], [100 * v for v, _ in ranked], color="tab:blue")
+    ax.barh(names, [100 * v for v, _ in ranked], color="tab:blue", label="accuracy")
+    ax.scatter(
+        majority,
+        names,
+        marker="|",
+        s=120,
+        linewidths=2,
+        color="black",
+        zorder=3,
+        label="majority-class rate",
+    )
     ax.axvline(
         100 * a.mean_accuracy, color="tab:red", ls="--", label=f"mean {_pct(a.mean_accuracy)}"
     )
-    lowest = min((v for v, _ in ranked), default=0.0)
-    ax.set_xlim(max(0.0, 100 * lowest - 5), 100)
+    lowest = min([100 * v for v, _ in ranked] + [m for m in majority if math.isfinite(m)] or [0])
+    ax.set_xlim(max(0.0, lowest - 5), 101)  # 101: a mark at 100% stays visible
     ax.set_xlabel("Accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title, pad=20)
     ax.tick_params(axis="y", labelsize=7)
     ax.margins(y=0.01)
-    ax.legend(loc="lower right")
+    # Above the bars, between them and the title: inside the axes it would hide marks.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     return _save(fig, path)
 
 

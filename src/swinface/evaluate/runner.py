@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from swinface.evaluate.flip import can_flip, with_flip
 from swinface.evaluate.metrics import (
     GroupBreakdown,
     age_metrics,
@@ -27,6 +28,7 @@ from swinface.evaluate.metrics import (
     verification_metrics,
 )
 from swinface.evaluate.report import TASKS, EvaluationReport, Failure, write_report
+from swinface.evaluate.slices import DEFAULT_SEED, stratified_folds, stratified_sample
 from swinface.tasks import CELEBA_ATTRIBUTES, EXPRESSION_LABELS, GENDER_LABELS
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,7 @@ def _analyse(images: _Images, analyzer: Any, progress: bool, name: str):
 # ---------------------------------------------------------------- per-task metrics
 
 
-def _verification(pairs, pair_index, faces, report: EvaluationReport):
+def _verification(pairs, pair_index, faces, report: EvaluationReport, seed: int):
     scores, same, folds = [], [], []
     for pair, (a, b) in zip(pairs, pair_index, strict=True):
         if faces[a] is None or faces[b] is None:
@@ -121,16 +123,49 @@ def _verification(pairs, pair_index, faces, report: EvaluationReport):
             f"verification: {len(pairs) - len(scores)} of {len(pairs)} pairs left out "
             "because an image failed"
         )
-    fold_ids = folds if all(f is not None for f in folds) else None
-    if fold_ids is not None and len(set(fold_ids)) < 2:
-        # A limited run may see a single one of the dataset's folds: fall back to consecutive ones.
-        report.notes.append("verification: fewer than two dataset folds; used 10 consecutive folds")
-        fold_ids = None
     try:
+        fold_ids = _folds(folds, same, report, seed)
         return verification_metrics(scores, same, fold_ids)
     except ValueError as err:  # too few pairs left, or only one kind: keep the rest of the report
         report.notes.append(f"verification: not measured, {err}")
         return None
+
+
+def _folds(folds: list, same: list[bool], report: EvaluationReport, seed: int) -> np.ndarray:
+    """The dataset's own folds (LFW's ten sets, a .bin's ten runs), else stratified random ones.
+
+    A pair list sorted by kind would give consecutive folds of one kind only,
+    and an accuracy that is just the majority rate: random folds keep each
+    fold's same/different ratio.
+    """
+    own = bool(folds) and all(f is not None for f in folds)
+    if own and len(set(folds)) >= 2:
+        ids = np.asarray(folds)
+    else:
+        ids = stratified_folds(same, 10, seed)
+        why = "fewer than two of the dataset's folds are left" if own else "no folds in the data"
+        report.notes.append(
+            f"verification: {why}; drew 10 folds at random (seed {seed}), each with the "
+            "same share of same-person pairs"
+        )
+    y = np.asarray(same, bool)
+    one_kind = [
+        str(k + 1)  # as the report numbers folds
+        for k, f in enumerate(np.unique(ids))
+        if y[ids == f].all() or not y[ids == f].any()
+    ]
+    if one_kind and y.any() and not y.all():  # a set of one kind is warned about once, before
+        _warn(
+            report,
+            f"verification: fold(s) {', '.join(one_kind)} hold only one "
+            "kind of pair: their accuracy measures one kind of error only",
+        )
+    return ids
+
+
+def _warn(report: EvaluationReport, message: str) -> None:
+    log.warning("%s", message)
+    report.notes.append(message)
 
 
 def _labels(scored: list[_Scored], task: str) -> tuple[np.ndarray, np.ndarray, list[_Scored]]:
@@ -237,6 +272,58 @@ def _collect(samples: Sequence[Any], pairs: Sequence[Any]):
     return images, sample_index, pair_index
 
 
+# The class a slice keeps the shares of, per task, for tasks with classes.
+_STRATA = ("expression", "gender")
+
+
+def _take(samples: list, pairs: list, limit: int | None, seed: int, image_tasks: list[str]):
+    """`limit` samples and `limit` pairs drawn at random, stratified by class and by kind of pair.
+
+    Pairs keep the share of each (dataset fold, same/different) cell, so a
+    limited run still sees every fold and both kinds.
+    """
+    if limit is None:
+        return samples, pairs
+    if limit < 1:
+        raise ValueError(f"limit: expected a positive number of samples or pairs, got {limit}")
+    label = next((t for t in _STRATA if t in image_tasks), None)
+    keys = [getattr(s, _LABEL[label]) if label else None for s in samples]
+    samples = [samples[i] for i in stratified_sample(keys, limit, seed)]
+    pairs = [pairs[i] for i in stratified_sample([(p.fold, p.same) for p in pairs], limit, seed)]
+    return samples, pairs
+
+
+def _check_balance(samples: list, pairs: list, image_tasks: list[str], report: EvaluationReport):
+    """Warn when what is scored holds one class only: its accuracy says little."""
+    if pairs and len({bool(p.same) for p in pairs}) == 1:
+        kind = "same-person" if pairs[0].same else "different-person"
+        _warn(report, f"verification: only {kind} pairs in this set")
+    for task in (t for t in _STRATA if t in image_tasks):
+        labels = {getattr(s, _LABEL[task]) for s in samples} - {None}
+        if len(labels) == 1:
+            names = GENDER_LABELS if task == "gender" else EXPRESSION_LABELS
+            _warn(report, f"{task}: every image is of one class ({names[labels.pop()]})")
+
+
+def _flip_setting(flip: bool | None, pairs: list, analyzer: Any, report: EvaluationReport) -> bool:
+    """Whether verification uses flip-summed embeddings; the paper's protocol by default."""
+    if not pairs:
+        return False
+    if flip is None:
+        if can_flip(analyzer):
+            return True
+        report.notes.append(
+            "verification: single-image embeddings, this analyzer cannot add the mirrored "
+            "face's (the paper's protocol)"
+        )
+        return False
+    if flip and not can_flip(analyzer):
+        raise ValueError(
+            f"flip: {type(analyzer).__name__} cannot run mirrored faces (it has no runner)"
+        )
+    return flip
+
+
 def evaluate(
     task: str,
     dataset: Any,
@@ -245,43 +332,59 @@ def evaluate(
     out_dir: str | Path | None = None,
     group_by: Sequence[str] | None = None,
     limit: int | None = None,
+    seed: int = DEFAULT_SEED,
+    flip: bool | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """Evaluate `analyzer` on `dataset` for `task` (or "all" the dataset's labels allow).
 
     `group_by` names the `sample.groups` keys to break metrics down by (default:
-    every key present); `limit` keeps the first samples and pairs only. With
-    `out_dir`, the report files are written there too.
+    every key present). `limit` draws that many samples and pairs at random
+    (from `seed`), keeping each class's share; the seed also draws verification
+    folds for pairs that carry none. `flip` scores verification on
+    `normalize(embedding(face) + embedding(mirrored face))`, the paper's protocol
+    and the default (None) for pairs; False uses the face alone. With `out_dir`,
+    the report files are written there too.
     """
     name = str(getattr(dataset, "name", "") or "dataset")
-    samples = list(getattr(dataset, "samples", []) or [])[:limit]
-    pairs = list(getattr(dataset, "pairs", []) or [])[:limit]
+    samples = list(getattr(dataset, "samples", []) or [])
+    pairs = list(getattr(dataset, "pairs", []) or [])
     tasks = _tasks_for(task, samples, pairs, name)
     pairs = pairs if "verification" in tasks else []
     image_tasks = [t for t in tasks if t in _LABEL]
     samples = [s for s in samples if any(getattr(s, _LABEL[t]) is not None for t in image_tasks)]
-    images, sample_index, pair_index = _collect(samples, pairs)
-    log.info("evaluating %s on %s: %d images", "/".join(tasks), name, len(images.refs))
-    faces, failures = _analyse(images, analyzer, progress, name)
-    if failures:
-        log.warning("%d of %d images failed: left out of the metrics", len(failures), len(faces))
-
+    samples, pairs = _take(samples, pairs, limit, seed, image_tasks)
     report = EvaluationReport(
         dataset=name,
         task=task,
         weights=_weights_name(analyzer),
         n_samples=len(samples),
         n_pairs=len(pairs),
-        n_images=len(images.refs),
-        failures=failures,
         skipped=_skipped(dataset),
-        settings={"aligned": getattr(analyzer, "aligned", None), "limit": limit},
     )
+    use_flip = _flip_setting(flip, pairs, analyzer, report)
+    report.settings = {
+        "aligned": getattr(analyzer, "aligned", None),
+        "limit": limit,
+        "seed": seed,
+        **({"flip": use_flip} if pairs else {}),
+    }
+    _check_balance(samples, pairs, image_tasks, report)
+    images, sample_index, pair_index = _collect(samples, pairs)
+    report.n_images = len(images.refs)
+    log.info("evaluating %s on %s: %d images", "/".join(tasks), name, len(images.refs))
+    faces, report.failures = _analyse(
+        images, with_flip(analyzer) if use_flip else analyzer, progress, name
+    )
+    if report.failures:
+        log.warning(
+            "%d of %d images failed: left out of the metrics", len(report.failures), len(faces)
+        )
     scored = [_Scored(s, faces[k]) for s, k in zip(samples, sample_index, strict=True)]
     scored = [s for s in scored if s.face is not None]
     keys = sorted({k for s in scored for k in s.sample.groups}) if group_by is None else group_by
     if pairs:
-        report.verification = _verification(pairs, pair_index, faces, report)
+        report.verification = _verification(pairs, pair_index, faces, report, seed)
     for t in image_tasks:
         setattr(report, t, _task_result(t, scored, report.notes))
         if getattr(report, t) is not None:

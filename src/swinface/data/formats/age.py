@@ -27,15 +27,27 @@ UTK_GENDERS = ("male", "female")  # UTKFace's 0 and 1
 UTK_MAX_AGE = 116
 
 
-def parse_utkface_name(name: str) -> tuple[int, int, str]:
-    """(age, our gender index, race name) from `<age>_<gender>_<race>_<date>.jpg[.chip.jpg]`."""
+def parse_utkface_name(name: str) -> tuple[int, int, str | None]:
+    """(age, our gender index, race name) from `<age>_<gender>_<race>_<date>.jpg[.chip.jpg]`.
+
+    The full release holds three files named `<age>_<gender>_<date>.jpg.chip.jpg`,
+    without a race: their race is None (unknown).
+    """
     fields = name.split("_")
+    if len(fields) == 3 and _is_date_stamp(fields[2]):
+        fields.insert(2, "")
     if len(fields) != 4:
         raise Line(f"expected '<age>_<gender>_<race>_<date>.jpg', got {len(fields)} field(s)")
     age = parse_int(fields[0], "age", 0, UTK_MAX_AGE)
     gender = parse_int(fields[1], "gender", 0, 1)
-    race = parse_int(fields[2], "race", 0, len(UTK_RACES) - 1)
-    return age, GENDER_LABELS.index(UTK_GENDERS[gender]), UTK_RACES[race]
+    race = UTK_RACES[parse_int(fields[2], "race", 0, len(UTK_RACES) - 1)] if fields[2] else None
+    return age, GENDER_LABELS.index(UTK_GENDERS[gender]), race
+
+
+def _is_date_stamp(field: str) -> bool:
+    """UTKFace's last field: a yyyymmddHHMMSSfff time stamp, then the suffixes."""
+    stamp = field.split(".", 1)[0]
+    return len(stamp) >= 8 and stamp.isdigit()
 
 
 @register("utkface")
@@ -43,7 +55,7 @@ def read_utkface(path: Path, *, strict: bool = True, split: str | None = None) -
     """UTKFace: labels in each file name; images anywhere under the folder (part1/, ...).
 
     Gender 0 male / 1 female becomes our index (female 0, male 1); race and
-    gender names go to `groups`.
+    gender names go to `groups` (no race for the few files whose names lack it).
     """
     root = require_folder(Path(path), "UTKFace folder")
     issues = Issues(strict)
@@ -58,7 +70,8 @@ def read_utkface(path: Path, *, strict: bool = True, split: str | None = None) -
         except Line as err:
             issues.report(str(file), str(err))
             continue
-        groups = {"race": race, "gender": GENDER_LABELS[gender]}
+        # An unknown race is left out of the groups, so it is not a race of its own.
+        groups = {"gender": GENDER_LABELS[gender]} | ({"race": race} if race else {})
         samples.append(Sample(file, str(file), age=float(age), gender=gender, groups=groups))
     if not samples and not issues.skipped:
         raise DatasetError(str(root), "no UTKFace images found")

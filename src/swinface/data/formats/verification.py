@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import io
 import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,75 +22,57 @@ from swinface.data.formats.base import (
     row_dict,
     text_lines,
 )
+from swinface.data.formats.safe_pickle import (
+    RestrictedUnpickler,
+    UnsafePickleError,
+    load_restricted_pickle,
+)
 from swinface.data.samples import Pair
+
+__all__ = [
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "load_restricted_pickle",
+    "read_insightface_bin",
+    "read_lfw_pairs",
+    "read_pairs_csv",
+    "write_insightface_bin",
+]
 
 # ------------------------------------------------------------------ insightface .bin
 
-# What an InsightFace verification file may reference, and where each lives now.
-# numpy 2 moved `numpy.core` to `numpy._core`; files written by either name both load.
-_ALLOWED_GLOBALS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
-    ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
-    ("numpy", "ndarray"): ("numpy",),
-    ("numpy", "dtype"): ("numpy",),
-    ("builtins", "bytes"): ("builtins",),
-    ("builtins", "bytearray"): ("builtins",),
-    ("__builtin__", "bytearray"): ("builtins",),  # Python 2 pickles
-    ("_codecs", "encode"): ("_codecs",),  # how protocol 2 stores bytes under Python 3
-}
+
+class _ImageBytes:
+    """Encoded images as bytes, converted once per object: a pickle may list one object often."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, bytes | None] = {}
+
+    def __call__(self, item: Any) -> bytes | None:
+        if isinstance(item, bytes):
+            return item
+        key = id(item)
+        if key not in self._done:
+            if isinstance(item, bytearray):
+                self._done[key] = bytes(item)
+            elif isinstance(item, np.ndarray) and item.dtype == np.uint8:  # some re-packs
+                self._done[key] = item.tobytes()
+            else:
+                self._done[key] = None
+        return self._done[key]
 
 
-class UnsafePickleError(DatasetError):
-    """A pickle that asks for something a verification file never needs (it could run code)."""
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds bytes, lists, bools and numpy arrays, and nothing else.
-
-    A pickle can call any importable function while it loads; `.bin` files come
-    from the internet, so every global outside a short list of plain-data
-    constructors is refused before it is even imported.
-    """
-
-    def __init__(self, file: io.BufferedIOBase, source: str) -> None:
-        super().__init__(file, encoding="bytes")
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        homes = _ALLOWED_GLOBALS.get((module, name))
-        if homes is None:
-            raise UnsafePickleError(
-                self.source, f"refusing to unpickle {module}.{name}: not plain data"
-            )
-        for home in homes:
-            try:
-                return getattr(importlib.import_module(home), name)
-            except (ImportError, AttributeError):
-                continue
-        raise UnsafePickleError(self.source, f"cannot resolve {module}.{name}")
-
-
-def load_restricted_pickle(path: str | Path) -> Any:
-    """Unpickle `path` allowing only plain data (see `RestrictedUnpickler`)."""
-    with open(path, "rb") as f:
-        try:
-            return RestrictedUnpickler(f, str(path)).load()
-        except UnsafePickleError:
-            raise
-        except Exception as err:  # a truncated or foreign file: say which one
-            raise DatasetError(str(path), f"not a readable pickle: {err}") from err
-
-
-def _as_bytes(item: Any) -> bytes | None:
-    if isinstance(item, bytes | bytearray):
-        return bytes(item)
-    if isinstance(item, np.ndarray) and item.dtype == np.uint8:  # some re-packs store arrays
-        return item.tobytes()
-    return None
+def _issame_list(issame: Any, path: Path) -> list[bool]:
+    """One bool per pair from a flat list or a 1-D array (nested lists are refused, not expanded)."""
+    if isinstance(issame, np.ndarray):
+        if issame.ndim != 1 or issame.dtype.kind not in "biu":
+            raise DatasetError(str(path), f"issame: expected a 1-D bool array, got {issame.dtype}")
+        return [bool(x) for x in issame]
+    if not isinstance(issame, list | tuple):
+        raise DatasetError(str(path), f"issame: expected a list of bools, got {type(issame)}")
+    if not all(isinstance(x, bool | int | np.bool_ | np.integer) for x in issame):
+        raise DatasetError(str(path), "issame: expected a flat list of bools")
+    return [bool(x) for x in issame]
 
 
 def fold_of(index: int, count: int, folds: int = 10) -> int:
@@ -112,16 +92,19 @@ def read_insightface_bin(path: Path, *, strict: bool = True, split: str | None =
     if not (isinstance(data, tuple | list) and len(data) == 2):
         raise DatasetError(str(path), "expected a pickled (bins, issame_list) pair")
     bins, issame = data
-    issame = [bool(x) for x in np.asarray(issame).ravel()]
+    if not isinstance(bins, list | tuple):
+        raise DatasetError(str(path), f"bins: expected a list of encoded images, got {type(bins)}")
+    issame = _issame_list(issame, path)
     if len(bins) != 2 * len(issame):
         raise DatasetError(
             str(path), f"{len(bins)} images for {len(issame)} pairs: expected two images per pair"
         )
     issues = Issues(strict)
+    as_bytes = _ImageBytes()
     pairs = []
     for i, same in enumerate(issame):
         source = f"{path}#{i}"
-        a, b = _as_bytes(bins[2 * i]), _as_bytes(bins[2 * i + 1])
+        a, b = as_bytes(bins[2 * i]), as_bytes(bins[2 * i + 1])
         if a is None or b is None:
             issues.report(source, "an image of this pair is not encoded bytes")
             continue
