@@ -109,3 +109,15 @@ def test_missing_dataset_and_unknown_format_fail_at_once(tmp_path, capsys):
         main(["prepare", "no-such-format", str(tmp_path), str(tmp_path / "out")])
     assert info.value.code == 2
     assert "utkface" in capsys.readouterr().err  # the choices are listed
+
+
+def test_limit_draws_across_the_dataset_not_its_first_files():
+    from swinface.data.prepare import sample_slice
+
+    ordered = [f"class{c}/{i}" for c in range(7) for i in range(100)]  # a folder per class
+    picked = sample_slice(ordered, 70, seed=0)
+    assert len(picked) == 70 and picked == sorted(picked, key=ordered.index)
+    assert len({p.split("/")[0] for p in picked}) == 7
+    assert sample_slice(ordered, 70, seed=0) == picked  # the same draw each time
+    assert sample_slice(ordered, 70, seed=1) != picked
+    assert sample_slice(ordered, None) == ordered and sample_slice(ordered, 10_000) == ordered

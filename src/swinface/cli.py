@@ -679,7 +679,13 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
     )
-    p.add_argument("--limit", type=int, default=None, help="prepare only the first N samples")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="prepare N samples drawn at random (all classes and ages, not the first N files)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the random draw of --limit")
     p.add_argument("--split", default=None, help="only this split of the dataset (e.g. train)")
     p.add_argument(
         "--lenient",
@@ -713,9 +719,10 @@ def _prepare(args: argparse.Namespace) -> int:
         args.out,
         aligned=args.aligned,
         limit=args.limit,
-        meta={"dataset_format": args.format, "split": args.split},
+        meta={"dataset_format": args.format, "split": args.split, "limit": args.limit},
         overwrite=args.overwrite,
         inputs=[args.path],
+        seed=args.seed,
     )
     report.label_errors = list(getattr(dataset, "skipped", []))
     print(report.summary())

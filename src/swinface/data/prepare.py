@@ -94,6 +94,21 @@ def check_store_target(
         )
 
 
+def sample_slice(samples: Sequence, limit: int | None, seed: int = 0) -> list:
+    """`limit` samples drawn at random with `seed`, kept in dataset order (all when None).
+
+    Datasets list their files by class or by name, so the first N would be one
+    expression or a narrow band of ages; a random draw spreads over all of them.
+    """
+    samples = list(samples)
+    if not limit or limit >= len(samples):
+        return samples
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(len(samples)), limit))
+    return [samples[i] for i in keep]
+
+
 def _image_paths(samples: Sequence) -> Iterable[str | Path]:
     for sample in samples:
         if isinstance(sample.image, (str, Path)):
@@ -160,18 +175,20 @@ def prepare_samples(
     meta: dict | None = None,
     overwrite: bool = False,
     inputs: Iterable[str | Path] = (),
+    seed: int = 0,
 ) -> tuple[FaceStore, PrepareReport]:
     """Align `samples` (dataset records) into a face store at `out`.
 
     An existing store at `out` is replaced only with `overwrite`; an output
     that is not a store, or that holds or lies among the inputs (`inputs`, the
     dataset's folder or label file) or holds a sample's image, is refused
-    before any image is read (see `check_store_target`).
+    before any image is read (see `check_store_target`). `limit` keeps a
+    random sample of that many (`sample_slice`, drawn with `seed`).
     """
     from swinface.progress import progress as report_progress
     from swinface.vision import align_face, load_image, resize_face
 
-    samples = list(samples)[:limit] if limit else list(samples)
+    samples = sample_slice(samples, limit, seed)
     check_store_target(out, inputs, overwrite=overwrite, images=_image_paths(samples))
     if detector is None and not aligned:
         from swinface.vision import RetinaFaceDetector
