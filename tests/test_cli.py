@@ -145,6 +145,9 @@ def test_convert_published_to_native(published_checkpoint, tmp_path, capsys):
     from swinface.weights.formats import detect_format
 
     assert detect_format(out) == "safetensors"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=NEEDS_DATA)

@@ -47,9 +47,10 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     """Shows each option's default (where it has a meaningful one) and keeps epilogs as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (
-            action.help or ""
-        ):
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS:
+            return action.help
+        if "%(default)" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
