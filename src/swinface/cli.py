@@ -258,6 +258,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _check_model_args(args: argparse.Namespace) -> None:
     """The model options' checks that need no torch (the device is checked separately)."""
+    if getattr(args, "_model_args_checked", False):
+        return
+    args._model_args_checked = True
     check_device_name(args.device)
     _positive("--batch-size", args.batch_size)
     args.max_pixels = check_max_pixels(getattr(args, "max_pixels", None))
@@ -287,9 +290,18 @@ def _announce_backend(model, backend: str, device: str) -> None:
         _status(f"compiling the model with torch.compile ({where}; once per run) ...")
 
 
-def _analyzer(args: argparse.Namespace, weights: str, aligned: bool = False):
-    """The FaceAnalyzer the model and detector options describe, with a word on slow steps."""
+def _analyzer(args: argparse.Namespace, weights: str | None = None, aligned: bool | None = None):
+    """The FaceAnalyzer the model and detector options describe, with a word on slow steps.
+
+    `weights`: what `prepare_model` returned; when None, the checks run here.
+    """
     from swinface.pipeline import FaceAnalyzer
+
+    _check_model_args(args)
+    if weights is None:
+        weights = prepare_model(args)
+    if aligned is None:
+        aligned = getattr(args, "aligned", False)
 
     model = _load_model(weights, args.device)
     _announce_backend(model, args.backend, args.device)
@@ -299,7 +311,7 @@ def _analyzer(args: argparse.Namespace, weights: str, aligned: bool = False):
         batch_size=args.batch_size,
         backend=args.backend,
         aligned=aligned,
-        max_pixels=args.max_pixels,
+        max_pixels=getattr(args, "max_pixels", None),
         **_detector_options(args),
     )
 
