@@ -333,11 +333,12 @@ def test_broken_pipe_ends_quietly_in_process(nano_weights, monkeypatch, capsys):
 def test_broken_pipe_into_head_prints_no_traceback(nano_weights, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
-    for i in range(12):
+    for i in range(40):
         shutil.copy(ASTRONAUT, folder / f"{i:02d}.jpg")
     command = (
         f"{sys.executable} -m swinface.cli analyze {folder} --weights {nano_weights[0]} "
-        "--device cpu --backend eager | head -c 300"
+        # A record at a time, each past the pipe's buffer with the others: writes meet a closed pipe.
+        "--device cpu --backend eager --batch-size 1 --embeddings | head -c 300"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
