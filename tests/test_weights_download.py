@@ -353,13 +353,93 @@ def test_import_weights(tmp_path: Path, home: Path) -> None:
     mine.write_bytes(DATA)
     before = mine.stat()
     spec = add_spec("imp", ["https://example.org/imp.pt"])
-    path = dl.import_weights(mine, name="imp")
+    imported = dl.import_weights(mine, name="imp")
+    path = imported.path
     assert path == registry.cached_path(spec) and path.read_bytes() == DATA
+    assert imported.name == "imp" and imported.verified and imported.sha256 == SHA
     assert dl.verify_cached(spec) == path
     assert leftovers(path) == []
     loose = dl.import_weights(mine)
-    assert loose == home / "weights" / "imported" / mine.name and loose.read_bytes() == DATA
+    assert loose.name == "fetched-by-hand" and not loose.verified and loose.spec is None
+    assert loose.path == home / "weights" / "imported" / "fetched-by-hand" / mine.name
+    assert loose.path.read_bytes() == DATA
     assert mine.read_bytes() == DATA and mine.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_import_without_a_name_is_usable_by_its_stem(tmp_path: Path) -> None:
+    mine = tmp_path / "my model.pt"
+    mine.write_bytes(DATA)
+    imported = dl.import_weights(mine)
+    assert imported.name == "my-model"
+    assert dl.list_imported() == {"my-model": imported.path}
+    assert dl.resolve_weights("my-model") == (imported.path, None)
+    # A file changed in the cache after import is caught, not used.
+    imported.path.write_bytes(b"tampered")
+    with pytest.raises(WeightsError, match="changed on disk"):
+        dl.resolve_weights("my-model")
+
+
+def test_import_by_registered_file_name_becomes_those_weights(tmp_path: Path) -> None:
+    spec = add_spec("byfile", ["https://example.org/byfile.pt"])
+    mine = tmp_path / spec.filename
+    mine.write_bytes(DATA)
+    imported = dl.import_weights(mine)
+    assert imported.spec is spec and imported.path == registry.cached_path(spec)
+
+
+def test_import_under_an_unpinned_name_is_trusted_on_first_use_only(tmp_path: Path) -> None:
+    spec = add_spec("tofu", ["https://example.org/tofu.pt"], sha256=None)
+    first = tmp_path / "first.pt"
+    first.write_bytes(DATA)
+    imported = dl.import_weights(first, name="tofu")
+    assert not imported.verified  # nothing to verify against: the CLI says so
+    assert dl.verify_cached(spec) == imported.path  # its hash is recorded and checked
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"something else")
+    with pytest.raises(WeightsError, match="differs from the weights already imported"):
+        dl.import_weights(other, name="tofu")
+    assert registry.cached_path(spec).read_bytes() == DATA
+    assert (
+        dl.import_weights(other, name="tofu", force=True).sha256
+        == hashlib.sha256(b"something else").hexdigest()
+    )
+
+
+def test_failed_download_leaves_no_lock_file_and_does_not_offer_itself_again(
+    server: ServerState, home: Path
+) -> None:
+    spec = add_spec("unreachable", [server.url("/gone.pt")])
+    with pytest.raises(WeightsError) as info:
+        dl.download(spec, progress=False)
+    message = str(info.value)
+    assert "swinface weights download" not in message  # the download that just failed
+    assert "swinface weights import PATH --name unreachable" in message
+    assert message.count("404") == 1
+    assert not registry.cached_path(spec).parent.exists()  # no lock, no empty folder
+
+
+def test_lock_file_is_removed_after_a_download(server: ServerState) -> None:
+    server.files["/w.pt"] = DATA
+    spec = add_spec("locked", [server.url("/w.pt")])
+    path = dl.download(spec, progress=False)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["locked.pt", "locked.pt.sha256"]
+
+
+def test_latest_checkpoint_of_a_training_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for step in ("step_0000100", "step_0000200", "step_0000300"):
+        (run / "checkpoints" / step).mkdir(parents=True)
+        (run / "checkpoints" / step / "model.safetensors").write_bytes(b"x")
+    (run / "checkpoints" / "latest").write_text("step_0000200")
+    expected = run / "checkpoints" / "step_0000200" / "model.safetensors"
+    assert dl.latest_checkpoint(run) == expected
+    assert dl.resolve_weights(run) == (expected, None)
+    assert dl.resolve_weights(run / "checkpoints") == (expected, None)
+    (run / "checkpoints" / "latest").write_text("step_0000900")  # a pointer to nothing
+    assert dl.latest_checkpoint(run).parent.name == "step_0000300"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match="no checkpoint"):
+        dl.resolve_weights(tmp_path / "empty")
 
 
 def test_import_weights_wrong_hash(tmp_path: Path) -> None:
@@ -406,7 +486,7 @@ def test_resolve_uncached_without_download(server: ServerState) -> None:
 
 def test_resolve_download_failure_says_how(server: ServerState) -> None:
     add_spec("missing", [server.url("/missing.pt")])
-    with pytest.raises(WeightsError, match="swinface weights download missing"):
+    with pytest.raises(WeightsError, match="swinface weights import PATH --name missing"):
         dl.resolve_weights("missing")
 
 

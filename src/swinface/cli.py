@@ -1,13 +1,59 @@
-"""The `swinface` command line: a thin layer over the library."""
+"""The `swinface` command line: a thin layer over the library.
+
+Arguments, devices, input and output paths are checked before torch or a
+model is loaded, so a mistake is answered at once. Heavy modules are
+imported inside the commands that need them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from swinface.errors import SwinFaceError
 
 log = logging.getLogger("swinface")
+
+# Exit statuses, the same for every command (see EXIT_CODES_HELP).
+EXIT_OK = 0
+EXIT_FAILED = 1  # analyze: some photos could not be analysed; verify: different people
+EXIT_ERROR = 2  # the command could not do its work: arguments, inputs, weights, device
+EXIT_UNDECIDED = 3  # verify: similarity printed, no threshold to decide with
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # stdout closed early (e.g. `| head`), as for a process killed by SIGPIPE
+
+EXIT_CODES_HELP = """\
+exit status:
+  0    success (verify: the same person)
+  1    analyze: one or more photos could not be analysed (each has an "error" record);
+       verify: different people
+  2    error: bad arguments, missing input or weights, unavailable device ...
+  3    verify: no threshold known for the weights; the similarity is printed without a decision
+  130  interrupted
+  141  stdout was closed early (e.g. piped into head)
+"""
+
+
+class CliError(SwinFaceError):
+    """A mistake in the command line, found before any work."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (where it has a meaningful one) and keeps epilogs as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS:
+            return action.help
+        if "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
 
 # name -> (help, add_arguments, run), filled by the @command decorator below.
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -22,6 +68,265 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
         return run
 
     return register
+
+
+def _status(message: str) -> None:
+    from swinface.progress import status
+
+    status(message)
+
+
+# ---------------------------------------------------------------- checks before any work
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(device: str) -> str:
+    """Refuse a device name torch does not know (no torch needed); returns the name."""
+    if not _DEVICE.match(device):
+        raise CliError(f"--device {device}: unknown device; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def check_device(device: str) -> str:
+    """Refuse a device this machine lacks, before any model is loaded; returns the device."""
+    check_device_name(device)
+    if device in ("auto", "cpu"):
+        return device  # no torch needed to know these work
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise CliError("--device mps: Apple's MPS is not available here; use --device cpu")
+        return device
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "without CUDA"
+        raise CliError(
+            f"--device {device}: no CUDA device is available (torch {torch.__version__}, "
+            f"built {build}); use --device cpu or auto"
+        )
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise CliError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
+    return device
+
+
+def _on_cpu(device: str) -> bool:
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def check_weights(weights: str | None):
+    """What `--weights` names, checked without loading or fetching anything.
+
+    Returns `(what to load, spec to download first or None)`: a file is taken
+    as is, a folder gives its latest checkpoint, a name must be registered or
+    imported; registered weights not cached yet come with their spec.
+    """
+    from swinface.weights import download as dl
+    from swinface.weights import registry
+
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if path.is_file():
+            return str(path), None
+        if path.is_dir():
+            return str(dl.latest_checkpoint(path)), None
+        if weights in dl.list_imported():
+            return weights, None
+        try:
+            spec = registry.get_spec(weights)
+        except registry.WeightsError:
+            if os.sep in weights or path.suffix in (".pt", ".pth", ".safetensors", ".bin"):
+                raise CliError(f"--weights {weights}: no such file or folder") from None
+            dl.resolve_weights(weights, download=False)  # raises, listing the known names
+            raise
+    else:
+        spec = registry.get_spec(registry.DEFAULT_WEIGHTS)
+    return spec.name, (None if dl.verify_cached(spec) is not None else spec)
+
+
+def fetch_weights(checked, given: str | None) -> str:
+    """Download the weights `check_weights` found missing, saying so first; returns the name."""
+    name, spec = checked
+    if spec is None:
+        return name
+    from swinface.weights import download as dl
+
+    what = (
+        f"the weights {spec.name!r}"
+        if given is not None
+        else f"no --weights given; the default weights {spec.name!r}"
+    )
+    where = " or ".join(s.text for s in spec.sources)
+    _status(f"{what} are not in the cache yet: downloading them once from {where}")
+    dl.download(spec)  # its error lists the other ways to get them
+    return name
+
+
+def prepare_model(args: argparse.Namespace) -> str:
+    """Every check a model command makes before loading: weights named, device, then fetch."""
+    checked = check_weights(args.weights)
+    check_device(args.device)
+    return fetch_weights(checked, args.weights)
+
+
+def weights_threshold(weights: str) -> float | None:
+    """The verification threshold that travels with `weights`, read without loading them."""
+    import json
+    import struct
+
+    from swinface.weights import registry
+
+    path = Path(weights)
+    if not path.is_file():
+        try:
+            return registry.get_spec(weights).verify_threshold
+        except registry.WeightsError:
+            from swinface.weights.download import list_imported
+
+            path = list_imported().get(weights, path)
+    try:
+        with open(path, "rb") as f:  # a safetensors header: 8-byte length, then JSON
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 100_000_000:
+                return None
+            meta = json.loads(f.read(length)).get("__metadata__") or {}
+        value = meta.get("verify_threshold")
+        return float(value) if value else None
+    except (OSError, ValueError, struct.error, AttributeError):
+        return None  # a published .pt checkpoint: no threshold travels with it
+
+
+def check_max_pixels(value: int | None) -> int | None:
+    """`--max-pixels` as `load_image` takes it: 0 means no limit."""
+    if value is None:
+        from swinface.vision.image import DEFAULT_MAX_PIXELS
+
+        return DEFAULT_MAX_PIXELS
+    if value < 0:
+        raise CliError(f"--max-pixels {value}: give a positive number of pixels, or 0 for no limit")
+    return value or None
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise CliError(f"{name} {value}: must be positive")
+
+
+# ---------------------------------------------------------------- model options
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="weights file (.pt or .safetensors), a training run or checkpoints folder (its "
+        "latest checkpoint), or a name from `swinface weights list`; default: the "
+        "registry's default (swinface-published), downloaded on first use",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="faces per model batch")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "eager", "compiled", "onnxruntime"],
+        help="how the model runs; auto: ONNX Runtime on CPU, eager PyTorch on GPU; compiled: "
+        "torch.compile (about 2 minutes of compiling on a CPU)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse photos larger than N pixels (width x height), checked before decoding; "
+        "0: no limit (default: 50000000)",
+    )
+
+
+def _check_model_args(args: argparse.Namespace) -> None:
+    """The model options' checks that need no torch (the device is checked separately)."""
+    if getattr(args, "_model_args_checked", False):
+        return
+    args._model_args_checked = True
+    check_device_name(args.device)
+    _positive("--batch-size", args.batch_size)
+    args.max_pixels = check_max_pixels(getattr(args, "max_pixels", None))
+
+
+def _load_model(weights: str, device: str):
+    from swinface.weights.loading import load_model
+
+    _status(f"loading the model from {weights} ...")
+    return load_model(weights, device=device)
+
+
+def _announce_backend(model, backend: str, device: str) -> None:
+    """Say so before a slow one-off step: exporting the ONNX graph, compiling."""
+    cpu = _on_cpu(device)
+    if backend == "onnxruntime" or (backend == "auto" and cpu):
+        from swinface.backends import onnx_path_for
+
+        graph = onnx_path_for(model)
+        if not graph.is_file():
+            _status(
+                "exporting the model as an ONNX graph for ONNX Runtime (once for these "
+                f"weights, about a minute; cached as {graph}) ..."
+            )
+    elif backend == "compiled":
+        where = "on a CPU about 2 minutes" if cpu else "about a minute"
+        _status(f"compiling the model with torch.compile ({where}; once per run) ...")
+
+
+def _analyzer(args: argparse.Namespace, weights: str | None = None, aligned: bool | None = None):
+    """The FaceAnalyzer the model and detector options describe, with a word on slow steps.
+
+    `weights`: what `prepare_model` returned; when None, the checks run here.
+    """
+    from swinface.pipeline import FaceAnalyzer
+
+    _check_model_args(args)
+    if weights is None:
+        weights = prepare_model(args)
+    if aligned is None:
+        aligned = getattr(args, "aligned", False)
+
+    model = _load_model(weights, args.device)
+    _announce_backend(model, args.backend, args.device)
+    return FaceAnalyzer(
+        model,
+        device=args.device,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        aligned=aligned,
+        max_pixels=getattr(args, "max_pixels", None),
+        **_detector_options(args),
+    )
+
+
+def _detector_options(args: argparse.Namespace) -> dict:
+    names = {
+        "score_threshold": "score_threshold",
+        "min_face": "min_face_size",
+        "max_faces": "max_faces",
+    }
+    return {
+        dest: getattr(args, src)
+        for src, dest in names.items()
+        if getattr(args, src, None) is not None
+    }
 
 
 # ---------------------------------------------------------------- convert
@@ -46,8 +351,16 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     _convert_args,
 )
 def _convert(args: argparse.Namespace) -> int:
+    if not Path(args.source).is_file():
+        raise CliError(f"{args.source}: no such file")
+    target = Path(args.target)
+    if target.is_dir():
+        raise CliError(f"{target}: is a folder; give the .safetensors file to write")
+    if target.exists() and target.resolve() == Path(args.source).resolve():
+        raise CliError(f"{target}: is the source itself; give another file to write")
     from swinface.weights import load_model_from_file, save_native
 
+    _status(f"loading {args.source} ...")
     model = load_model_from_file(args.source)
     meta = {}
     threshold = args.verify_threshold
@@ -59,53 +372,19 @@ def _convert(args: argparse.Namespace) -> int:
         model, args.target, name=args.name or model.weights_info.name, half=args.half, metadata=meta
     )
     print(f"wrote {args.target}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- analyze
 
 
-def expand_inputs(items: Sequence[str]) -> list[str]:
-    """Files as given; folders searched recursively for images; glob patterns expanded."""
-    import glob
-    from pathlib import Path
-
-    from swinface.data.formats.base import IMAGE_SUFFIXES
-
-    paths: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(
-                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-            )
-        elif not p.exists() and glob.has_magic(item):
-            paths += sorted(glob.glob(item, recursive=True))
-        else:
-            paths.append(item)  # a missing file is reported by name when it is read
-    return paths
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--weights",
-        default=None,
-        help="weights file (.pt or .safetensors) or registered name; default: the registry's default",
-    )
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ..."
-    )
-    p.add_argument("--batch-size", type=int, default=64, help="faces per model batch")
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "eager", "compiled", "onnxruntime"],
-        help="how the model runs; auto: ONNX Runtime on CPU, PyTorch on GPU",
-    )
-
-
 def _analyze_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files, folders (searched recursively for images), glob patterns, or - "
+        "(stdin: one path a line, or the bytes of one image)",
+    )
     _model_args(p)
     p.add_argument(
         "--aligned",
@@ -113,94 +392,98 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
         help="inputs are face crops: skip detection, resize to 112",
     )
     p.add_argument(
-        "--annotate", metavar="DIR", help="write each photo with boxes, landmarks and labels here"
+        "--annotate",
+        metavar="DIR",
+        help="write a copy of each photo with boxes, landmarks and labels into DIR, keeping "
+        "the photos' relative folders and names (PNG where the format cannot be written)",
     )
     p.add_argument(
         "--embeddings", action="store_true", help="include the 512-d embedding of every face"
     )
-    p.add_argument("--score-threshold", type=float, default=None, help="minimum detection score")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="minimum detection score (default: the detector's, 0.5)",
+    )
     p.add_argument("--min-face", type=float, default=None, help="minimum face size in pixels")
     p.add_argument(
         "--max-faces", type=int, default=None, help="keep at most this many faces per photo"
     )
 
 
-def _analyzer(args: argparse.Namespace):
-    """The FaceAnalyzer that the model and detector options of a command describe."""
-    from swinface.pipeline import FaceAnalyzer
+def _print_record(record: dict) -> None:
+    from swinface.jsonio import SCHEMA_VERSION, dumps
 
-    return FaceAnalyzer(
-        weights=args.weights,
-        device=args.device,
-        batch_size=args.batch_size,
-        backend=args.backend,
-        aligned=args.aligned,
-        **_detector_options(args),
-    )
+    print(dumps({"schema_version": SCHEMA_VERSION, **record}), flush=True)
 
 
-def _detector_options(args: argparse.Namespace) -> dict:
-    names = {
-        "score_threshold": "score_threshold",
-        "min_face": "min_face_size",
-        "max_faces": "max_faces",
-    }
-    return {
-        dest: getattr(args, src)
-        for src, dest in names.items()
-        if getattr(args, src, None) is not None
-    }
-
-
-@command("analyze", "detect and analyse every face in photos; JSON Lines on stdout", _analyze_args)
+@command(
+    "analyze",
+    "detect and analyse every face in photos; one JSON record a photo on stdout "
+    "(JSON Lines; fields in docs/analysis-record.md)",
+    _analyze_args,
+)
 def _analyze(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    from swinface.inputs import annotation_targets, expand_inputs
+    from swinface.progress import Progress
 
-    from tqdm import tqdm
+    _check_model_args(args)
+    _positive("--max-faces", args.max_faces)
+    inputs = expand_inputs(args.inputs)
+    targets = annotation_targets(inputs, args.annotate) if args.annotate else None
+    for item, problem in inputs.problems:
+        _print_record({"source": item, "error": f"{item}: {problem}"})
+    if not inputs.photos:
+        for item, problem in inputs.problems:
+            print(f"swinface analyze: {item}: {problem}", file=sys.stderr)
+        print("swinface analyze: no photo to analyse in the inputs", file=sys.stderr)
+        return EXIT_FAILED if inputs.problems else EXIT_ERROR
+    weights = prepare_model(args)
+    analyzer = _analyzer(args, weights, aligned=args.aligned)
 
-    paths = expand_inputs(args.inputs)
-    if not paths:
-        print("swinface analyze: no image found in the inputs", file=sys.stderr)
-        return 1
-    analyzer = _analyzer(args)
-    annotate = Path(args.annotate) if args.annotate else None
-    if annotate:
-        annotate.mkdir(parents=True, exist_ok=True)
-    failed, faces = [], 0
-    progress = tqdm(total=len(paths), unit="photo", disable=len(paths) < 10, file=sys.stderr)
-    for result in analyzer.analyze_many(paths):
-        progress.update(1)
-        print(json.dumps(result.to_dict(include_embedding=args.embeddings)), flush=True)
-        if not result.ok:
-            failed.append(result)
-            continue
-        faces += len(result.faces)
-        if annotate:
-            _write_annotated(result, annotate)
-    progress.close()
+    photos = inputs.photos
+    failed = [f"{item}: {problem}" for item, problem in inputs.problems]
+    faces = 0
+    with Progress(len(photos), "analyze", "photo", enabled=len(photos) > 1) as bar:
+        sources = (p.source for p in photos)
+        for i, result in enumerate(analyzer.analyze_many(sources)):
+            result.source = photos[i].name
+            _print_record(result.to_dict(include_embedding=args.embeddings))
+            bar.update()
+            if not result.ok:
+                failed.append(result.error)
+                continue
+            faces += len(result.faces)
+            if targets is not None:
+                _write_annotated(result, photos[i].source, targets[i], args.max_pixels)
+    done = len(photos) - (len(failed) - len(inputs.problems))
     print(
-        f"analysed {len(paths) - len(failed)} of {len(paths)} photo(s), {faces} face(s)",
+        f"analysed {done} of {len(photos) + len(inputs.problems)} photo(s), {faces} face(s)",
         file=sys.stderr,
     )
-    for result in failed:
-        print(f"  failed: {result.error}", file=sys.stderr)
-    return 1 if failed else 0
+    for error in failed:
+        print(f"  failed: {error}", file=sys.stderr)
+    if targets is not None:
+        print(f"annotated photos in {args.annotate}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
-def _write_annotated(result, folder) -> None:
-    from pathlib import Path
-
+def _write_annotated(result, source, target: Path, max_pixels: int | None) -> None:
+    """Write the annotated copy atomically (normal permissions, never half a file)."""
     import cv2
 
+    from swinface.atomic import atomic_write_bytes
     from swinface.vision import load_image
     from swinface.vision.draw import draw_faces
 
-    canvas = draw_faces(load_image(result.source), result.faces)
-    target = Path(folder) / (Path(result.source).stem + ".jpg")
-    cv2.imwrite(
-        str(target), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
-    )
+    canvas = draw_faces(load_image(source, max_pixels=max_pixels), result.faces)
+    suffix = target.suffix.lower()
+    params = [cv2.IMWRITE_JPEG_QUALITY, 92] if suffix in (".jpg", ".jpeg") else []
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise CliError(f"{target}: OpenCV cannot write this format")
+    atomic_write_bytes(target, data.tobytes())
 
 
 # ---------------------------------------------------------------- verify
@@ -214,45 +497,87 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="cosine threshold for 'same'; default: the one stored with the weights",
+        help="cosine similarity at or above which the faces are the same person; default: "
+        "the one stored with the weights (without one, only the similarity is printed)",
     )
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
+    p.epilog = (
+        "Each photo's largest face is compared; the record says which (its box, x1 y1 x2 y2 "
+        "in pixels).\n\n" + EXIT_CODES_HELP
+    )
 
 
-@command("verify", "are the main faces of two photos the same person?", _verify_args)
+def _face_record(result) -> dict:
+    face = result.main_face()
+    return {
+        "box": [round(float(v), 1) for v in face.box],
+        "detection_score": round(float(face.detection_score), 4),
+        "faces_found": len(result.faces),
+    }
+
+
+@command(
+    "verify",
+    "are the main faces of two photos the same person? (exit 0: same, 1: different)",
+    _verify_args,
+)
 def _verify(args: argparse.Namespace) -> int:
-    import json
+    from swinface.inputs import _stat_problem
 
-    from swinface.pipeline import FaceAnalyzer, cosine_similarity
-
-    analyzer = FaceAnalyzer(
-        weights=args.weights, device=args.device, backend=args.backend, aligned=args.aligned
-    )
-    threshold = args.threshold if args.threshold is not None else analyzer.verify_threshold
+    _check_model_args(args)
+    for photo in (args.a, args.b):
+        problem = _stat_problem(photo)
+        if problem:
+            raise CliError(f"{photo}: {problem}")
+    checked = check_weights(args.weights)
+    threshold = args.threshold
+    if threshold is None and checked[1] is None:
+        threshold = weights_threshold(checked[0])
+    elif threshold is None:
+        threshold = checked[1].verify_threshold
     if threshold is None:
-        raise ValueError("these weights carry no verification threshold: pass --threshold")
-    faces = []
-    for result in analyzer.analyze_many([args.a, args.b]):
-        if not result.ok:
-            raise ValueError(result.error)
-        face = result.main_face()
-        if face is None:
-            raise ValueError(f"{result.source}: no face found")
-        faces.append(face)
-    similarity = cosine_similarity(faces[0].analysis.embedding, faces[1].analysis.embedding)
-    same = similarity >= threshold
-    print(
-        json.dumps(
-            {
-                "a": args.a,
-                "b": args.b,
-                "similarity": round(similarity, 4),
-                "threshold": threshold,
-                "same": bool(same),
-            }
+        print(
+            "swinface verify: these weights carry no verification threshold: the similarity "
+            "is printed without a decision (exit status 3); pass --threshold T to decide",
+            file=sys.stderr,
         )
+    check_device(args.device)
+    weights = fetch_weights(checked, args.weights)
+    analyzer = _analyzer(args, weights, aligned=args.aligned)
+    if threshold is None:
+        threshold = analyzer.verify_threshold  # a threshold the loader found after all
+    results = list(analyzer.analyze_many([args.a, args.b]))
+    for result in results:
+        if not result.ok:
+            raise CliError(result.error)
+        if result.main_face() is None:
+            raise CliError(f"{result.source}: no face found")
+    from swinface.pipeline import cosine_similarity
+
+    faces = [r.main_face() for r in results]
+    similarity = cosine_similarity(faces[0].analysis.embedding, faces[1].analysis.embedding)
+    same = None if threshold is None else bool(similarity >= threshold)
+    for result in results:
+        if len(result.faces) > 1:
+            box = ", ".join(f"{v:.0f}" for v in result.main_face().box)
+            print(
+                f"{result.source}: {len(result.faces)} faces; compared the largest, at [{box}]",
+                file=sys.stderr,
+            )
+    _print_record(
+        {
+            "a": args.a,
+            "b": args.b,
+            "face_a": _face_record(results[0]),
+            "face_b": _face_record(results[1]),
+            "similarity": round(similarity, 4),
+            "threshold": threshold,
+            "same": same,
+        }
     )
-    return 0
+    if same is None:
+        return EXIT_UNDECIDED
+    return EXIT_OK if same else EXIT_FAILED
 
 
 # ---------------------------------------------------------------- weights
@@ -260,14 +585,33 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("list", help="registered weights, their sources and whether they are cached")
-    d = sub.add_parser("download", help="download registered weights into the cache")
-    d.add_argument("name")
+    sub.add_parser(
+        "list",
+        help="registered and imported weights, their sources and whether they are cached",
+    )
+    d = sub.add_parser(
+        "download",
+        help="download registered weights into the cache",
+        formatter_class=_HelpFormatter,
+    )
+    d.add_argument("name", help="a registered name (see `swinface weights list`)")
     d.add_argument("--force", action="store_true", help="download again even if cached")
-    i = sub.add_parser("import", help="copy a weights file fetched by hand into the cache")
-    i.add_argument("path")
+    i = sub.add_parser(
+        "import",
+        help="copy a weights file fetched by hand into the cache, usable by name",
+        formatter_class=_HelpFormatter,
+    )
+    i.add_argument("path", help="the .pt or .safetensors file")
     i.add_argument(
-        "--name", default=None, help="the registered name it is (checked against its hash)"
+        "--name",
+        default=None,
+        help="the registered name it is (checked against the registry's hash where one is "
+        "pinned); default: the registered weights with this file name, else the file's stem",
+    )
+    i.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a different file already imported under the same name",
     )
 
 
@@ -283,41 +627,90 @@ def _weights(args: argparse.Namespace) -> int:
             size = f"{spec.size / 2**20:.0f} MiB" if spec.size else "size unknown"
             digest = spec.sha256[:12] if spec.sha256 else "sha256 unknown"
             print(
-                f"{spec.name:24s} {'cached' if cached else 'not cached':10s} {size:>12s}  {digest}  {spec.description}"
+                f"{spec.name:24s} {'cached' if cached else 'not cached':10s} {size:>12s}  "
+                f"{digest}  {spec.description}"
             )
             for url in spec.urls:
                 print(f"{'':24s} source: {url}")
-        return 0
+        for name, path in dl.list_imported().items():
+            size = f"{path.stat().st_size / 2**20:.0f} MiB"
+            print(f"{name:24s} {'imported':10s} {size:>12s}  {path.name}")
+        return EXIT_OK
     if args.action == "download":
         print(dl.download(args.name, force=args.force))
-        return 0
+        return EXIT_OK
+    return _import(args)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from swinface.weights import download as dl
+
+    path = Path(args.path).expanduser()
+    if not path.is_file():
+        raise CliError(f"{args.path}: no such file")
+    if args.name is not None:
+        from swinface.weights import registry
+
+        registry.get_spec(args.name)  # an unknown name fails before the file is read
     from swinface.weights import load_model_from_file
 
-    load_model_from_file(args.path)  # refuse a file that does not load before it enters the cache
-    print(dl.import_weights(args.path, name=args.name))
-    return 0
+    _status(f"checking that {path} loads ...")
+    load_model_from_file(path)  # refuse a file that does not load before it enters the cache
+    imported = dl.import_weights(path, name=args.name, force=args.force)
+    print(imported.path)
+    print(f"imported as {imported.name!r}: use --weights {imported.name}", file=sys.stderr)
+    if not imported.verified:
+        what = (
+            f"the registry pins no hash for {imported.name!r}"
+            if imported.spec is not None
+            else "it is not a registered name"
+        )
+        print(
+            f"nothing was verified: {what}. Its sha256 {imported.sha256} is recorded and "
+            "checked on every later use",
+            file=sys.stderr,
+        )
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- prepare
 
 
+def _format_names() -> list[str]:
+    from swinface.data.formats import FORMATS
+
+    return sorted(FORMATS)
+
+
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "format",
-        help="dataset format (see `swinface.data.FORMATS`), e.g. utkface, celeba, fer2013-folders",
-    )
+    p.add_argument("format", choices=_format_names(), metavar="FORMAT", help="dataset format")
     p.add_argument("path", help="the dataset's folder or label file")
-    p.add_argument("out", help="the face store folder to write")
+    p.add_argument(
+        "out",
+        help="the face store folder to write (new, empty, or an existing store with --overwrite)",
+    )
     p.add_argument(
         "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
     )
-    p.add_argument("--limit", type=int, default=None, help="prepare only the first N samples")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="prepare N samples drawn at random (all classes and ages, not the first N files)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the random draw of --limit")
     p.add_argument("--split", default=None, help="only this split of the dataset (e.g. train)")
     p.add_argument(
         "--lenient",
         action="store_true",
         help="skip and count malformed label lines instead of stopping",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT when it is an existing face store (never anything else)",
+    )
+    p.epilog = "formats: " + ", ".join(_format_names()) + " (see the README's Datasets table)"
 
 
 @command(
@@ -327,19 +720,26 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 )
 def _prepare(args: argparse.Namespace) -> int:
     from swinface.data import open_dataset
-    from swinface.data.prepare import prepare_samples
+    from swinface.data.prepare import check_store_target, prepare_samples
 
+    _positive("--limit", args.limit)
+    if not os.path.exists(args.path):
+        raise CliError(f"{args.path}: no such file or folder")
+    check_store_target(args.out, [args.path], overwrite=args.overwrite)
     dataset = open_dataset(args.format, args.path, strict=not args.lenient, split=args.split)
     _, report = prepare_samples(
         dataset.samples,
         args.out,
         aligned=args.aligned,
         limit=args.limit,
-        meta={"dataset_format": args.format, "split": args.split},
+        meta={"dataset_format": args.format, "split": args.split, "limit": args.limit},
+        overwrite=args.overwrite,
+        inputs=[args.path],
+        seed=args.seed,
     )
     report.label_errors = list(getattr(dataset, "skipped", []))
     print(report.summary())
-    return 0
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- evaluate
@@ -351,15 +751,13 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         choices=["verification", "expression", "age", "gender", "attributes", "all"],
         help="what to measure; all: every task the dataset's labels allow",
     )
-    p.add_argument(
-        "format", help="dataset format, e.g. fer2013-folders, utkface, celeba, lfw-pairs"
-    )
+    p.add_argument("format", choices=_format_names(), metavar="FORMAT", help="dataset format")
     p.add_argument("path", help="the dataset's folder or file")
     _model_args(p)
     p.add_argument(
         "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
     )
-    p.add_argument("--out", default=None, help="report folder (default: reports/<format>-<task>)")
+    p.add_argument("--out", default=None, help="report folder (default: reports/FORMAT-TASK)")
     p.add_argument("--split", default=None, help="only this split of the dataset (e.g. val, test)")
     p.add_argument(
         "--limit",
@@ -384,17 +782,26 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "--group-by", nargs="*", default=None, help="group labels to break figures down by"
     )
     p.add_argument("--lenient", action="store_true", help="skip and count malformed label lines")
+    p.epilog = "formats: " + ", ".join(_format_names())
 
 
 @command("evaluate", "the field's protocols on a dataset; JSON, Markdown and plots", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    _check_model_args(args)
+    _positive("--limit", args.limit)
+    if not os.path.exists(args.path):
+        raise CliError(f"{args.path}: no such file or folder")
+    out = Path(args.out or Path("reports") / f"{args.format}-{args.task}")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: is a file; give a folder")
     from swinface.data import open_dataset
     from swinface.evaluate import evaluate, headline, write_report
 
+    checked = check_weights(args.weights)
+    check_device(args.device)
     dataset = open_dataset(args.format, args.path, strict=not args.lenient, split=args.split)
-    analyzer = _analyzer(args)
+    weights = fetch_weights(checked, args.weights)
+    analyzer = _analyzer(args, weights, aligned=args.aligned)
     report = evaluate(
         args.task,
         dataset,
@@ -405,28 +812,40 @@ def _evaluate(args: argparse.Namespace) -> int:
         flip=args.flip,
         progress=True,
     )
-    out = Path(args.out or Path("reports") / f"{args.format}-{args.task}")
     files = write_report(report, out)
     print(headline(report))
     print(f"report: {out}/summary.md ({len(files)} files)")
-    return 0
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- bench
+
+
+# The names in `swinface.model.config.MODEL_CONFIGS`, listed here so `--help` needs no torch
+# (a test keeps the two in step).
+MODEL_NAMES = ("swinface_t", "swinface_nano")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights", default=None, help="weights to time (default: random weights, same speed)"
     )
-    p.add_argument("--model", default="swinface_t", help="architecture when no weights are named")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--model",
+        default="swinface_t",
+        choices=MODEL_NAMES,
+        help="architecture when no weights are named (swinface_nano: a small model for tests "
+        "and CPU experiments, not for real use)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N"
+    )
     p.add_argument(
         "--backends",
         nargs="+",
         default=None,
-        help="eager, compiled, onnxruntime (default: eager and onnxruntime on CPU; "
-        "eager and compiled on GPU)",
+        choices=["eager", "compiled", "onnxruntime"],
+        help="backends to time (default: eager and onnxruntime on CPU; eager and compiled on GPU)",
     )
     p.add_argument(
         "--batches",
@@ -436,7 +855,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         help="batch sizes (default: 1 32 on CPU, 1 32 256 1024 on GPU)",
     )
     p.add_argument("--seconds", type=float, default=2.0, help="time each figure over this long")
-    p.add_argument("--photo", default=None, help="photo for the end-to-end figure")
+    p.add_argument(
+        "--photo", default=None, help="photo for the end-to-end figure (default: bundled sample)"
+    )
     p.add_argument(
         "--train-batch",
         type=int,
@@ -449,6 +870,11 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     "bench", "faces/s per backend and batch, photos/s end to end, training images/s", _bench_args
 )
 def _bench(args: argparse.Namespace) -> int:
+    _positive("--seconds", args.seconds)
+    if args.photo and not Path(args.photo).is_file():
+        raise CliError(f"--photo {args.photo}: no such file")
+    check_device_name(args.device)
+    weights = prepare_model(args) if args.weights else None
     import torch
 
     from swinface import bench
@@ -459,8 +885,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    if args.weights:
-        model = load_model(args.weights, device="cpu")
+    if weights:
+        _status(f"loading the model from {weights} ...")
+        model = load_model(weights, device="cpu")
     else:
         torch.manual_seed(0)  # fixed random weights: one exported ONNX graph, reused
         model = create_model(args.model)
@@ -468,6 +895,8 @@ def _bench(args: argparse.Namespace) -> int:
     backends = args.backends or (["eager", "compiled"] if gpu else ["eager", "onnxruntime"])
     batches = args.batches or ([1, 32, 256, 1024] if gpu else [1, 32])
     print(f"machine: {bench.machine_description(device)}")
+    for backend in backends:
+        _announce_backend(model, backend, str(device))
     rows = bench.bench_model(model, device, backends, batches, min_seconds=args.seconds)
     print(bench.format_rows(rows), flush=True)
     best = "onnxruntime" if not gpu and "onnxruntime" in backends else "eager"
@@ -480,16 +909,24 @@ def _bench(args: argparse.Namespace) -> int:
         rows.append(bench.bench_training(args.model, device, train_batch))
     print()
     print(bench.format_rows(rows[-2:] if train_batch else rows[-1:]))
-    return 0
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- export-onnx
 
+MIN_OPSET = 14  # scaled_dot_product_attention and the dynamic-batch reshapes need opset 14
+MAX_OPSET = 20
+
 
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("weights", help="weights file or registered name")
+    p.add_argument("weights", help="weights file, training run folder or registered name")
     p.add_argument("out", help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET}",
+    )
 
 
 @command(
@@ -498,12 +935,22 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     _export_args,
 )
 def _export(args: argparse.Namespace) -> int:
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise CliError(
+            f"--opset {args.opset}: the graph needs opset {MIN_OPSET} or newer "
+            f"(up to {MAX_OPSET}); the default is 17"
+        )
+    out = Path(args.out)
+    if out.is_dir():
+        raise CliError(f"{out}: is a folder; give the .onnx file to write")
+    weights = fetch_weights(check_weights(args.weights), args.weights)
     from swinface.export import export_onnx
-    from swinface.weights.loading import load_model
 
-    path = export_onnx(load_model(args.weights, device="cpu"), args.out, opset=args.opset)
+    model = _load_model(weights, "cpu")
+    _status("exporting the ONNX graph (about a minute for Swin-T on a CPU) ...")
+    path = export_onnx(model, out, opset=args.opset)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB)")
-    return 0
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- train
@@ -531,6 +978,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     _train_args,
 )
 def _train(args: argparse.Namespace) -> int:
+    if not Path(args.config).is_file():
+        raise CliError(f"{args.config}: no such file")
+    _positive("--max-steps", args.max_steps)
     from swinface.train.config import load_config
     from swinface.train.trainer import train
 
@@ -541,7 +991,7 @@ def _train(args: argparse.Namespace) -> int:
         print(
             f"step {trainer.step} of {config.steps}; checkpoints in {config.output_dir}/checkpoints"
         )
-    return 0
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- entry point
@@ -553,15 +1003,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swinface",
         description="Face identity, expression, age and attributes with SwinFace.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"swinface {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.formatter_class = _HelpFormatter
         add_arguments(p)
+        if p.epilog is None:
+            p.epilog = EXIT_CODES_HELP
         p.set_defaults(run=run)
     return parser
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests capture it)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -572,16 +1038,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from swinface.errors import SwinFaceError
-
     try:
         return int(args.run(args) or 0)
-    except (SwinFaceError, ValueError, FileNotFoundError) as err:
-        print(f"swinface {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except (SwinFaceError, ValueError, OSError, RuntimeError) as err:
+        if args.verbose:
+            log.exception("%s failed", args.command)
+        message = str(err) or type(err).__name__
+        if isinstance(err, RuntimeError | OSError) and not isinstance(err, SwinFaceError):
+            message = f"{type(err).__name__}: {message} (run with -v for details)"
+        print(f"swinface {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class FaceAttributes:
     def to_dict(self, include_embedding: bool = True) -> dict:
         """A JSON-ready dict; the single place results become JSON."""
         d = {
-            "age": round(self.age, 2),
+            "age": round(max(0.0, self.age), 2),  # years; the regression can dip below 0
             "gender": self.gender,
             "gender_probability": round(self.gender_probability, 4),
             "expression": self.expression,

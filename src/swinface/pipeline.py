@@ -36,7 +36,12 @@ class Face:
     def to_dict(self, include_embedding: bool = True) -> dict:
         return {
             "box": [round(float(v), 1) for v in self.box],
-            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            # None where there are none (aligned crops): strict JSON has no NaN.
+            "landmarks": (
+                [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
+                if np.isfinite(self.landmarks).all()
+                else None
+            ),
             "detection_score": round(self.detection_score, 4),
             **self.analysis.to_dict(include_embedding),
         }

@@ -7,17 +7,112 @@ store's metadata and in the returned report.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from swinface.data.samples import LabelError
-from swinface.data.store import FaceStore, StoreWriter
+from swinface.data.store import FaceStore, StoreError, StoreWriter
 
 log = logging.getLogger(__name__)
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether `path` is a face store folder (what `prepare` writes)."""
+    path = Path(path)
+    return (path / "meta.json").is_file() and (path / "faces.npy").is_file()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(path)))
+
+
+def check_store_target(
+    out: str | Path,
+    inputs: Iterable[str | Path] = (),
+    *,
+    overwrite: bool = False,
+    images: Iterable[str | Path] = (),
+) -> None:
+    """Refuse, before any work, an output that would destroy data; StoreError says why.
+
+    `out` may be a new path, an empty folder, or (with `overwrite`) an existing
+    face store. Anything else is refused: a file, a folder that is not a store
+    (even with `overwrite`: nothing deletes what it did not create), or a folder
+    that is or contains one of `inputs` (a dataset folder or label file:
+    replacing the store would delete it), lies inside an input folder (the
+    next run would read the store as part of the dataset), or holds one of
+    `images`.
+    """
+    target = _real(out)
+    plain = os.path.abspath(target)
+    for image in images:  # many: a string prefix test, no file system calls
+        path = os.path.abspath(image)
+        if path == plain or path.startswith(plain + os.sep):
+            raise StoreError(
+                f"output {out} holds the image {image}: writing the store there would delete "
+                "it. Choose an output folder outside the dataset"
+            )
+    for item in inputs:
+        source = _real(item)
+        if _inside(source, target):
+            raise StoreError(
+                f"output {out} holds the input {item}: writing the store there would delete "
+                "it. Choose an output folder outside the dataset"
+            )
+        # A store inside a dataset folder would be read as part of it next time (a folder
+        # per class or person); beside a label file it is harmless.
+        if source.is_dir() and _inside(target, source):
+            raise StoreError(
+                f"output {out} is inside the dataset folder {item}: choose an output "
+                "folder outside the dataset"
+            )
+    if not os.path.lexists(out):
+        return
+    if not target.is_dir():
+        raise StoreError(f"output {out} exists and is not a folder; choose a new folder")
+    if is_store(target):
+        if not overwrite:
+            raise StoreError(
+                f"output {out} is an existing face store; pass --overwrite "
+                "(overwrite=True) to replace it, or choose a new folder"
+            )
+        return
+    if any(target.iterdir()):
+        raise StoreError(
+            f"output {out} is a folder that holds other files, not a face store; "
+            "refusing to replace it. Choose a new or empty folder"
+        )
+
+
+def sample_slice(samples: Sequence, limit: int | None, seed: int = 0) -> list:
+    """`limit` samples drawn at random with `seed`, kept in dataset order (all when None).
+
+    Datasets list their files by class or by name, so the first N would be one
+    expression or a narrow band of ages; a random draw spreads over all of them.
+    """
+    samples = list(samples)
+    if not limit or limit >= len(samples):
+        return samples
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(len(samples)), limit))
+    return [samples[i] for i in keep]
+
+
+def _image_paths(samples: Sequence) -> Iterable[str | Path]:
+    for sample in samples:
+        if isinstance(sample.image, (str, Path)):
+            yield sample.image
 
 
 @dataclass
@@ -78,21 +173,32 @@ def prepare_samples(
     limit: int | None = None,
     progress: bool = True,
     meta: dict | None = None,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
+    seed: int = 0,
 ) -> tuple[FaceStore, PrepareReport]:
-    """Align `samples` (dataset records) into a face store at `out`."""
-    from tqdm import tqdm
+    """Align `samples` (dataset records) into a face store at `out`.
 
+    An existing store at `out` is replaced only with `overwrite`; an output
+    that is not a store, or that holds or lies among the inputs (`inputs`, the
+    dataset's folder or label file) or holds a sample's image, is refused
+    before any image is read (see `check_store_target`). `limit` keeps a
+    random sample of that many (`sample_slice`, drawn with `seed`).
+    """
+    from swinface.progress import progress as report_progress
     from swinface.vision import align_face, load_image, resize_face
 
-    samples = list(samples)[:limit] if limit else list(samples)
+    samples = sample_slice(samples, limit, seed)
+    check_store_target(out, inputs, overwrite=overwrite, images=_image_paths(samples))
     if detector is None and not aligned:
         from swinface.vision import RetinaFaceDetector
 
         detector = RetinaFaceDetector()
-    writer = StoreWriter(out, capacity=max(1, len(samples)))
+    writer = _writer(out, max(1, len(samples)), overwrite)
     report = PrepareReport(Path(out))
     identities: dict[int, int] = {}  # dataset identity -> dense index, in order of first appearance
-    for sample in tqdm(samples, unit="img", disable=not progress, desc=f"prepare {Path(out).name}"):
+    steps = report_progress(samples, f"prepare {Path(out).name}", "image", enabled=progress)
+    for sample in steps:
         # Name the image itself where there is one: that is what a user looks for.
         image = sample.image
         source = str(image) if isinstance(image, (str, Path)) else sample.source
@@ -128,3 +234,11 @@ def prepare_samples(
     info.update(meta or {})
     store = writer.close(info)
     return store, report
+
+
+def _writer(out: str | Path, capacity: int, overwrite: bool) -> StoreWriter:
+    # StoreWriter learns to refuse replacing a folder itself (`overwrite`); pass the
+    # choice on where it does. The checks above already ran either way.
+    if "overwrite" in inspect.signature(StoreWriter).parameters:
+        return StoreWriter(out, capacity=capacity, overwrite=overwrite)
+    return StoreWriter(out, capacity=capacity)

@@ -109,8 +109,8 @@ def _load_path(path: Path, max_pixels: int | None) -> np.ndarray:
 def _limit_message(name: str, width: int, height: int, max_pixels: int) -> str:
     return (
         f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
-        f"over the limit of {max_pixels / 1e6:.1f} megapixels; pass a larger max_pixels "
-        "(or max_pixels=None for no limit) to load_image to read it"
+        f"over the limit of {max_pixels / 1e6:.1f} megapixels; to read it, raise the limit "
+        "(command line: --max-pixels N, 0 for none; Python: max_pixels=N, None for none)"
     )
 
 

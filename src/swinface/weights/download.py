@@ -23,6 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,7 +32,7 @@ from swinface.weights import registry
 from swinface.weights.registry import Source, WeightsError, WeightsSpec
 
 __all__ = ["WeightsError", "download", "file_sha256", "how_to_get", "import_weights"]
-__all__ += ["resolve_weights", "verify_cached"]
+__all__ += ["latest_checkpoint", "list_imported", "resolve_weights", "verify_cached"]
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +114,37 @@ def _progress_bar(progress: bool, total: int | None, initial: int, desc: str) ->
 def _locked(final: Path) -> Iterator[None]:
     """Hold an exclusive lock for `final`, so processes started together (e.g. by
     torchrun) do not write the same `.partial` at once. The OS drops the lock if
-    the process dies, so no stale lock can block later runs."""
+    the process dies, so no stale lock can block later runs; the lock file is
+    removed on the way out, so none is left in the cache."""
     try:
         import fcntl
     except ImportError:  # Windows: go without; the atomic rename still protects the final file
         yield
         return
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.with_name(final.name + ".lock"), "a") as handle:
+    lock = final.with_name(final.name + ".lock")
+    while True:
+        handle = open(lock, "a")  # noqa: SIM115 - closed below, after the unlink
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process fetching %s", final.name)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process fetching %s", final.name)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            # The holder before us may have removed the file we locked: lock the current one.
+            try:
+                current = os.stat(lock)
+            except FileNotFoundError:
+                continue
+            if current.st_ino != os.fstat(handle.fileno()).st_ino:
+                continue
+            try:
+                yield
+            finally:
+                lock.unlink(missing_ok=True)  # while still held: waiters see a new file
+            return
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def _spec(name_or_spec: str | WeightsSpec) -> WeightsSpec:
@@ -139,19 +154,22 @@ def _spec(name_or_spec: str | WeightsSpec) -> WeightsSpec:
 # ---------------------------------------------------------------- messages
 
 
-def how_to_get(spec: WeightsSpec) -> str:
-    """The ways to get the weights `spec`, as lines to show the user."""
+def how_to_get(spec: WeightsSpec, *, download_failed: bool = False) -> str:
+    """The ways to get the weights `spec`, as lines to show the user.
+
+    After a failed download (`download_failed`), the download is not offered again.
+    """
     urls = [u for u in (s.human_url for s in spec.sources) if u]
-    lines = [
-        f"To get the weights {spec.name!r}:",
-        f"  - download them: swinface weights download {spec.name}",
-    ]
+    lines = [f"Other ways to get the weights {spec.name!r}:" if download_failed else ""]
+    if not download_failed:
+        lines[0] = f"To get the weights {spec.name!r}:"
+        lines.append(f"  - download them: swinface weights download {spec.name}")
     if urls:
         lines.append(
-            f"  - or fetch {spec.filename} by hand from {' or '.join(urls)}, "
+            f"  - fetch {spec.filename} by hand from {' or '.join(urls)}, "
             f"then run: swinface weights import PATH --name {spec.name}"
         )
-    lines.append("  - or use a weights file you have: --weights PATH (Python: load_model(PATH))")
+    lines.append("  - use a weights file you have: --weights PATH (Python: load_model(PATH))")
     return "\n".join(lines)
 
 
@@ -357,7 +375,7 @@ def _check_fetched(spec: WeightsSpec, where: str, partial: Path, digest: str) ->
         partial.unlink(missing_ok=True)
         raise WeightsError(
             f"weights {spec.name!r} from {where}: {problem}; the file was deleted.\n"
-            + how_to_get(spec)
+            + how_to_get(spec, download_failed=True)
         )
 
 
@@ -388,7 +406,8 @@ def download(
             try:
                 digest = _fetch(spec, source, partial, progress)
             except _SourceFailed as err:
-                log.warning("could not fetch %s from %s: %s", spec.name, source.text, err)
+                # Said once, in the error below, with every source's reason.
+                log.info("could not fetch %s from %s: %s", spec.name, source.text, err)
                 failures.append((source.text, str(err)))
                 continue
             _check_fetched(spec, source.text, partial, digest)
@@ -397,49 +416,118 @@ def download(
             if spec.sha256 is None:
                 log.info("%s: sha256 %s (recorded in %s)", spec.name, digest, _sidecar(final))
             return final
+    _remove_if_empty(final.parent)
     tried = "\n".join(f"  - {text}: {err}" for text, err in failures)
     raise WeightsError(
-        f"could not download weights {spec.name!r}; every source failed:\n{tried}\n"
-        + how_to_get(spec)
+        f"could not download the weights {spec.name!r}; every source failed:\n{tried}\n"
+        + how_to_get(spec, download_failed=True)
     )
 
 
-def import_weights(path: str | Path, name: str | None = None) -> Path:
-    """Copy a weights file fetched by hand into the cache; returns its cached path.
+def _remove_if_empty(folder: Path) -> None:
+    """Leave no empty folder behind in the cache after a failed fetch."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
-    With `name`, it becomes those registered weights (its hash is checked when
-    the spec has one); without, it lands in `cache_dir()/imported/`. The
-    user's file is only read.
+
+def imported_dir() -> Path:
+    """Where weights imported without a registered name live: `<cache>/imported/<name>/`."""
+    return registry.cache_dir() / "imported"
+
+
+def imported_name(path: str | Path) -> str:
+    """The name a file imported without `--name` is known by: its stem, made a valid name."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-._") or "weights"
+    return stem if stem[0].isalnum() else f"w{stem}"
+
+
+def list_imported() -> dict[str, Path]:
+    """Weights imported without a registered name: name -> cached file."""
+    found = {}
+    folder = imported_dir()
+    if folder.is_dir():
+        for sub in sorted(folder.iterdir()):
+            files = [f for f in sub.glob("*") if f.is_file() and _sidecar(f).is_file()]
+            if sub.is_dir() and len(files) == 1:
+                found[sub.name] = files[0]
+    return found
+
+
+@dataclass(frozen=True)
+class Imported:
+    """Where an imported file went, under which name, and what was checked."""
+
+    path: Path
+    name: str
+    spec: WeightsSpec | None  # the registered weights it became, if any
+    sha256: str
+    verified: bool  # checked against a hash pinned by the registry
+
+
+def import_weights(path: str | Path, name: str | None = None, *, force: bool = False) -> Imported:
+    """Copy a weights file fetched by hand into the cache, under a name usable as `--weights`.
+
+    With `name` (or when the file has a registered spec's file name), it
+    becomes those registered weights, checked against the registry's hash
+    where one is pinned. Otherwise it is known by its stem (`imported_name`).
+    The hash seen now is recorded beside the copy and checked on every later
+    use; importing a different file under a name that already has one is
+    refused unless `force` (trust on first use). The user's file is only read.
     """
     source = Path(path).expanduser()
     if not source.is_file():
         raise WeightsError(f"cannot import {source}: no such file")
+    if name is None:
+        by_filename = [s for s in registry.list_specs() if s.filename == source.name]
+        name = by_filename[0].name if by_filename else None
     spec = registry.get_spec(name) if name is not None else None
-    final = (
-        registry.cached_path(spec)
-        if spec is not None
-        else registry.cache_dir() / "imported" / source.name
-    )
+    if spec is not None:
+        final, name = registry.cached_path(spec), spec.name
+    else:
+        name = imported_name(source)
+        if name in {s.name for s in registry.list_specs()}:
+            raise WeightsError(
+                f"cannot import {source} as {name!r}: that is a registered name. Pass "
+                f"--name {name} if it is those weights, or rename the file"
+            )
+        final = imported_dir() / name / source.name
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial(final)
     with _locked(final):
+        # What is already known under this name (an imported name holds one file).
+        before = (
+            [final]
+            if spec is not None
+            else [f for f in final.parent.glob("*") if _sidecar(f).is_file()]
+        )
+        before = [f for f in before if f.is_file()]
+        recorded = _read_sidecar(before[0]) if before else None
         if final.exists() and final.samefile(source):
             digest = file_sha256(final)  # importing the cached file itself: just verify
             if spec is not None:
                 _check_import(spec, source, digest)
-            _write_sidecar(final, digest)
-            return final
-        digest = _copy_hashing(source, partial, progress=False, desc=source.name)
-        if spec is not None:
+        else:
+            digest = _copy_hashing(source, partial, progress=False, desc=source.name)
             try:
-                _check_import(spec, source, digest)
+                if spec is not None:
+                    _check_import(spec, source, digest)
+                if recorded is not None and recorded != digest and not force:
+                    raise WeightsError(
+                        f"{source} differs from the weights already imported as {name!r} "
+                        f"(sha256 {digest}, recorded {recorded}); pass --force to replace them"
+                    )
             except WeightsError:
                 partial.unlink(missing_ok=True)
                 raise
-        os.replace(partial, final)
+            os.replace(partial, final)
+            for old in before:
+                if old != final:
+                    old.unlink(missing_ok=True)
+                    _sidecar(old).unlink(missing_ok=True)
         _write_sidecar(final, digest)
     log.info("imported %s as %s", source, final)
-    return final
+    verified = spec is not None and spec.sha256 is not None
+    return Imported(final, name, spec, digest, verified)
 
 
 def _check_import(spec: WeightsSpec, source: Path, digest: str) -> None:
@@ -455,25 +543,73 @@ def _check_import(spec: WeightsSpec, source: Path, digest: str) -> None:
         )
 
 
+def latest_checkpoint(folder: str | Path) -> Path:
+    """The weights file of the newest checkpoint in a training run or its checkpoints folder.
+
+    Accepts `RUN/`, `RUN/checkpoints/` or one `RUN/checkpoints/step_N/`; follows
+    the `latest` pointer when it names a complete checkpoint, else takes the
+    highest step that holds `model.safetensors`.
+    """
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        return folder / "model.safetensors"
+    checkpoints = folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
+    pointer = checkpoints / "latest"
+    if pointer.is_file():
+        named = checkpoints / pointer.read_text(encoding="utf-8").strip() / "model.safetensors"
+        if named.is_file():
+            return named
+    steps = sorted(
+        (p for p in checkpoints.glob("step_*") if (p / "model.safetensors").is_file()),
+        key=lambda p: int(re.sub(r"\D", "", p.name) or 0),
+    )
+    if not steps:
+        raise WeightsError(
+            f"{folder}: a folder, but no checkpoint in it (looked for model.safetensors, "
+            "checkpoints/latest and checkpoints/step_*/model.safetensors)"
+        )
+    return steps[-1] / "model.safetensors"
+
+
+def _imported(name: str) -> Path | None:
+    """The intact file imported under `name`, None when there is none; WeightsError if changed."""
+    path = list_imported().get(name)
+    if path is None:
+        return None
+    if file_sha256(path) != _read_sidecar(path):
+        raise WeightsError(
+            f"the weights imported as {name!r} ({path}) changed on disk since they were "
+            f"imported; import them again: swinface weights import PATH --force"
+        )
+    return path
+
+
 def resolve_weights(
     source: str | os.PathLike[str], *, download: bool = True
 ) -> tuple[Path, WeightsSpec | None]:
-    """A weights file path, or a registered name, to a local file (and its spec, if named).
+    """A weights file, training run folder or name to a local file (and its spec, if registered).
 
-    A name not yet cached is downloaded unless `download` is False, in which
-    case (or when the download fails) the WeightsError says how to get it.
+    A folder gives its latest checkpoint (`latest_checkpoint`). A registered
+    name not yet cached is downloaded unless `download` is False, in which case
+    (or when the download fails) the WeightsError says how to get it. Names of
+    files imported without a registered name (`swinface weights import`) work too.
     """
     path = Path(source).expanduser()
     if path.is_file():
         return path, None
+    if path.is_dir():
+        return latest_checkpoint(path), None
     name = os.fspath(source)
     try:
         spec = registry.get_spec(name)
     except WeightsError:
-        known = ", ".join(s.name for s in registry.list_specs()) or "(none)"
+        imported = _imported(name)
+        if imported is not None:
+            return imported, None
+        known = ", ".join([s.name for s in registry.list_specs()] + list(list_imported()))
         raise WeightsError(
-            f"{name!r} is neither an existing weights file nor a registered weights name "
-            f"(registered: {known}; see `swinface weights list`)"
+            f"{name!r} is neither an existing weights file or folder nor a weights name "
+            f"(known: {known or '(none)'}; see `swinface weights list`)"
         ) from None
     cached = verify_cached(spec)
     if cached is not None:

@@ -303,10 +303,10 @@ def save_native(
         "name": name,
     }
     meta.update(metadata or {})
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
+    from swinface.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a unique temporary file, normal permissions
+        save_file(state, str(tmp), metadata=meta)
 
 
 def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
