@@ -547,7 +547,9 @@ def _teachers(args: argparse.Namespace) -> int:
         print(f"cache: {registry.teachers_dir()}")
         for t in registry.list_teachers():
             state = "converted" if registry.cached(t) else "not converted"
-            print(f"{t.name:18s} {t.package + '==' + t.version:26s} {state:14s} {', '.join(t.tasks)}")
+            print(
+                f"{t.name:18s} {t.package + '==' + t.version:26s} {state:14s} {', '.join(t.tasks)}"
+            )
             print(f"{'':18s} {t.description}; licence {t.licence}")
             for i in t.inputs:
                 print(f"{'':18s} input {i.name}: {i.crop.describe()}")
