@@ -994,6 +994,101 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- teachers and distillation targets
+
+
+def _teachers_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub.add_parser("list", help="declared teachers, their packages and whether they are converted")
+    c = sub.add_parser("convert", help="check a teacher's package files and convert them to ONNX")
+    c.add_argument("names", help="comma-separated teacher names (see `swinface teachers list`)")
+    c.add_argument("--source", default=None, help="the package's wheel, npm tarball or folder")
+    c.add_argument("--force", action="store_true", help="convert again even if cached")
+    e = sub.add_parser("evaluate", help="measure teachers on a prepared face store")
+    e.add_argument("store", help="a face store from `swinface prepare`")
+    e.add_argument("--teachers", required=True, help="comma-separated teacher names")
+    e.add_argument("--pairs", type=int, default=6000, help="identity pairs to build (half same)")
+    e.add_argument("--seed", type=int, default=0, help="seed for the identity pairs")
+    e.add_argument("--json", default=None, help="also write the full results to this JSON file")
+
+
+@command(
+    "teachers", "list, convert and evaluate the teacher models for distillation", _teachers_args
+)
+def _teachers(args: argparse.Namespace) -> int:
+    from swinface.teachers import registry
+
+    if args.action in (None, "list"):
+        print(f"cache: {registry.teachers_dir()}")
+        for t in registry.list_teachers():
+            state = "converted" if registry.cached(t) else "not converted"
+            print(
+                f"{t.name:18s} {t.package + '==' + t.version:26s} {state:14s} {', '.join(t.tasks)}"
+            )
+            print(f"{'':18s} {t.description}; licence {t.licence}")
+            for i in t.inputs:
+                print(f"{'':18s} input {i.name}: {i.crop.describe()}")
+            print(f"{'':18s} install: {t.install_command}")
+        return 0
+    if args.action == "convert":
+        for t in registry.resolve(args.names):
+            path = registry.ensure(t, args.source, force=args.force)
+            check = registry.read_provenance(t).get("check")
+            print(
+                f"{t.name}: {path}"
+                + (f" (check: {check['metric']} {check['value']:.6g})" if check else "")
+            )
+        return 0
+    import json
+
+    from swinface.data.store import open_store
+    from swinface.evaluate.metrics import jsonable
+    from swinface.teachers import runner
+    from swinface.teachers.evaluate import evaluate_teacher, summary
+
+    store = open_store(args.store)
+    report = {}
+    for t in registry.resolve(args.teachers):
+        results = evaluate_teacher(runner.load(t), store, pairs=args.pairs, seed=args.seed)
+        if not results:
+            print(f"{t.name}: {store.path} has no labels for {', '.join(t.tasks)}")
+        for task, result in results.items():
+            print(f"{t.name} {task}: {summary(result)}")
+        report[t.name] = {task: r.to_dict() for task, r in results.items()}
+    if args.json:
+        from swinface.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(jsonable(report), indent=1))
+    return 0
+
+
+def _distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="a face store from `swinface prepare`")
+    p.add_argument(
+        "--teachers", required=True, help="comma-separated teacher names, e.g. sface,age-gender"
+    )
+    p.add_argument("--chunk", type=int, default=1024, help="faces per resumable chunk")
+    p.add_argument("--force", action="store_true", help="recompute even finished targets")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per teacher")
+
+
+@command(
+    "distill-targets",
+    "run teachers over a face store and write their outputs beside its labels (resumable)",
+    _distill_args,
+)
+def _distill_targets(args: argparse.Namespace) -> int:
+    from swinface.data.targets import write_targets
+    from swinface.teachers import registry, runner
+
+    models = [runner.load(t, threads=args.threads) for t in registry.resolve(args.teachers)]
+    targets = write_targets(args.store, models, chunk=args.chunk, force=args.force)
+    print(f"{targets.path}: {len(targets)} faces")
+    for name, info in targets.meta["arrays"].items():
+        print(f"  {name}: {info['dtype']} {tuple(info['shape'])}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 
