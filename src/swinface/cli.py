@@ -71,13 +71,16 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
     from pathlib import Path
 
     from swinface.data.formats.base import IMAGE_SUFFIXES
+    from swinface.video.source import VIDEO_SUFFIXES
 
     paths: list[str] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
             paths += sorted(
-                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                str(f)
+                for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
             )
         elif not p.exists() and glob.has_magic(item):
             paths += sorted(glob.glob(item, recursive=True))
@@ -105,7 +108,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders or glob patterns")
     _model_args(p)
     p.add_argument(
         "--aligned",
@@ -113,7 +116,10 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
         help="inputs are face crops: skip detection, resize to 112",
     )
     p.add_argument(
-        "--annotate", metavar="DIR", help="write each photo with boxes, landmarks and labels here"
+        "--annotate",
+        metavar="DIR",
+        help="write each photo with boxes, landmarks and labels here; "
+        "videos: OUT.mp4 (one video) or a folder, with boxes, track ids and labels",
     )
     p.add_argument(
         "--embeddings", action="store_true", help="include the 512-d embedding of every face"
@@ -123,6 +129,9 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-faces", type=int, default=None, help="keep at most this many faces per photo"
     )
+    from swinface.video.cli import add_video_options
+
+    add_video_options(p)
 
 
 def _analyzer(args: argparse.Namespace):
@@ -164,6 +173,13 @@ def _analyze(args: argparse.Namespace) -> int:
         print("swinface analyze: no image found in the inputs", file=sys.stderr)
         return 1
     analyzer = _analyzer(args)
+    # Video files take the video path: tracked faces, one record per person (swinface.video).
+    from swinface.video.cli import analyze_videos, split_videos
+
+    paths, videos = split_videos(paths)
+    video_failures = analyze_videos(analyzer, videos, args) if videos else 0
+    if not paths:
+        return 1 if video_failures else 0
     annotate = Path(args.annotate) if args.annotate else None
     if annotate:
         annotate.mkdir(parents=True, exist_ok=True)
@@ -185,7 +201,7 @@ def _analyze(args: argparse.Namespace) -> int:
     )
     for result in failed:
         print(f"  failed: {result.error}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or video_failures else 0
 
 
 def _write_annotated(result, folder) -> None:
@@ -201,6 +217,32 @@ def _write_annotated(result, folder) -> None:
     cv2.imwrite(
         str(target), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
     )
+
+
+# ---------------------------------------------------------------- watch
+
+
+def _watch_args(p: argparse.ArgumentParser) -> None:
+    from swinface.video.cli import add_watch_options
+
+    add_watch_options(p)
+    _model_args(p)
+    p.add_argument("--embeddings", action="store_true", help="include each track's embedding")
+    p.add_argument("--score-threshold", type=float, default=None, help="minimum detection score")
+    p.add_argument("--min-face", type=float, default=None, help="minimum face size in pixels")
+    p.add_argument("--max-faces", type=int, default=None, help="keep at most this many faces")
+    p.set_defaults(aligned=False)
+
+
+@command(
+    "watch",
+    "track faces in a camera, stream or file live; a JSON record per person as they leave",
+    _watch_args,
+)
+def _watch(args: argparse.Namespace) -> int:
+    from swinface.video.cli import run_watch
+
+    return run_watch(_analyzer(args), args)
 
 
 # ---------------------------------------------------------------- verify

@@ -137,7 +137,8 @@ class Tracker:
         `cut`: the frame starts a new scene, so positions are not compared.
         """
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        embeddings = np.asarray(embeddings, np.float32).reshape(len(boxes), -1)
+        embeddings = np.asarray(embeddings, np.float32)
+        embeddings = embeddings.reshape(len(boxes), -1) if len(boxes) else np.zeros((0, 1))
         closed, dropped = self._expire(t)
         tracks = list(self.tracks.values())
         sims = np.array([[tr.similarity(e) for e in embeddings] for tr in tracks]).reshape(
