@@ -245,6 +245,23 @@ def _watch(args: argparse.Namespace) -> int:
     return run_watch(_analyzer(args), args)
 
 
+def _bench_video_args(p: argparse.ArgumentParser) -> None:
+    from swinface.video.cli import add_bench_options
+
+    add_bench_options(p)
+
+
+@command(
+    "bench-video",
+    "video frames/s end to end at 720p/1080p with 1 and 5 faces, and what keeps up live",
+    _bench_video_args,
+)
+def _bench_video(args: argparse.Namespace) -> int:
+    from swinface.video.cli import run_bench
+
+    return run_bench(args)
+
+
 # ---------------------------------------------------------------- verify
 
 

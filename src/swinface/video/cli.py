@@ -217,3 +217,67 @@ def run_watch(analyzer, args: argparse.Namespace) -> int:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return 1 if failed else 0
+
+
+def add_bench_options(p: argparse.ArgumentParser) -> None:
+    """The options of `bench-video`."""
+    p.add_argument(
+        "--weights", default=None, help="weights to time (default: deterministic swinface_t)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "eager", "compiled", "onnxruntime"],
+        help="how the model runs; auto: ONNX Runtime on CPU, PyTorch on GPU",
+    )
+    p.add_argument(
+        "--resolutions", nargs="+", default=["720p", "1080p"], choices=["480p", "720p", "1080p"]
+    )
+    p.add_argument("--faces", nargs="+", type=int, default=[1, 5], help="faces per frame")
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=["every=1", "fps=5"],
+        help="frame sampling settings to time: every=N or fps=F",
+    )
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each test video")
+    p.add_argument(
+        "--live-fps", type=float, default=25.0, help="the live frame rate to keep up with"
+    )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """`swinface bench-video`: prints one row per case as it is measured."""
+    from swinface.bench import machine_description
+    from swinface.pipeline import FaceAnalyzer
+    from swinface.video.bench import HEADER, bench_video
+    from swinface.weights.loading import load_model, resolve_device
+
+    device = resolve_device(args.device)
+    if args.weights:
+        model = load_model(args.weights, device="cpu")
+    else:  # same architecture and speed as the published weights; no download needed
+        from swinface.weights.synthetic import deterministic_model
+
+        model = deterministic_model()
+    analyzer = FaceAnalyzer(model=model, device=str(device), backend=args.backend)
+    import os
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # The load average says whether other work shared the cores while timing.
+    print(
+        f"machine: {machine_description(device)}; backend {analyzer.runner.backend.name}; "
+        f"load average {load:.1f} before the run"
+    )
+    print(HEADER, flush=True)
+    bench_video(
+        analyzer,
+        resolutions=args.resolutions,
+        faces=args.faces,
+        settings=args.settings,
+        seconds=args.seconds,
+        fps=args.live_fps,
+        progress=True,
+    )
+    return 0
