@@ -109,7 +109,7 @@ def test_watch_a_file_prints_its_tracks(nano_weights, video, capsys):
 
 
 def test_watch_stops_on_sigint_and_writes_open_tracks(tmp_path, nano_weights):
-    truth = [[Placement(0, 40 + (i % 100), 40)] for i in range(3000)]
+    truth = [[Placement(0, 40 + (i % 100), 40)] for i in range(1500)]
     long_video = write_video(tmp_path / "long.avi", render(truth, [astronaut_face()]), fps=25)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(

@@ -58,6 +58,7 @@ def test_a_face_coming_back_within_the_gap_is_reidentified_and_closes_after_it()
     assert tracker.update(0.5, np.zeros((0, 4)), np.zeros((0, 32))).closed == []
     back = tracker.update(1.5, np.array([_box(300)]), a[None])  # elsewhere, 1 s later
     assert back.ids[0] == ids[0] and len(set(ids)) == 1
+    assert tracker.update(2.0, np.zeros((0, 4)), np.zeros((0, 32))).closed == []
     closed = tracker.update(3.6, np.zeros((0, 4)), np.zeros((0, 32))).closed
     assert [c.id for c in closed] == [ids[0]] and closed[0].hits == 6
 
@@ -66,6 +67,7 @@ def test_a_face_back_after_more_than_the_gap_is_a_new_track():
     tracker = Tracker(TrackerConfig(max_gap=0.5))
     a = _unit(1)
     first = [tracker.update(i / 10, np.array([_box(20)]), a[None]).ids[0] for i in range(3)][0]
+    tracker.update(0.3, np.zeros((0, 4)), np.zeros((0, 32)))  # looked for, not found
     update = tracker.update(1.5, np.array([_box(20)]), a[None])
     assert update.ids[0] != first and [c.id for c in update.closed] == [first]
 
@@ -101,3 +103,11 @@ def test_bad_settings_are_refused():
         TrackerConfig(max_gap=-1)
     with pytest.raises(ValueError, match="min_frames"):
         TrackerConfig(min_frames=0)
+
+
+def test_slow_analysis_does_not_break_tracks():
+    """Frames analysed further apart than max_gap: the track was never missed, so it goes on."""
+    tracker = Tracker(TrackerConfig(max_gap=1.0))
+    a = _unit(1)
+    ids = [tracker.update(3.0 * i, np.array([_box(20 + 5 * i)]), a[None]).ids[0] for i in range(4)]
+    assert len(set(ids)) == 1

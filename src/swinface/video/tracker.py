@@ -14,7 +14,9 @@ nothing of decoding or models. Each frame:
    face after a scene cut, where positions say nothing;
 4. unmatched detections start new tracks; tracks unseen for longer than
    `max_gap` seconds close (those seen fewer than `min_frames` times are
-   dropped as spurious).
+   dropped as spurious). A track closes only once it has been looked for and
+   missed: when analysis is slower than `max_gap` (a loaded machine watching a
+   live stream), tracks are kept rather than broken at every frame.
 
 SwinFace's embeddings make step 2's check and step 3 cheap: the same person
 scores high cosine similarity across frames, two people low.
@@ -64,6 +66,7 @@ class TrackState:
     last_time: float
     first_time: float
     hits: int = 1
+    misses: int = 0  # frames since the last hit in which the track was looked for, not found
     bank: deque = field(default_factory=deque)  # recent unit embeddings
 
     def predict(self, t: float) -> np.ndarray:
@@ -165,6 +168,10 @@ class Tracker:
                 self._observe(track, t, boxes[cols[c]], embeddings[cols[c]], reset=True)
                 ids[cols[c]] = track.id
                 free_dets.discard(cols[c])
+        matched = {i for i in ids if i is not None}
+        for track in tracks:
+            if track.id not in matched:
+                track.misses += 1
         for c in sorted(free_dets):
             ids[c] = self._start(t, boxes[c], embeddings[c]).id
         return Update([int(i) for i in ids], closed, dropped)
@@ -176,9 +183,12 @@ class Tracker:
 
     def _expire(self, t: float) -> tuple[list[TrackState], list[TrackState]]:
         closed, dropped = [], []
-        for tid in [
-            tid for tid, tr in self.tracks.items() if t - tr.last_time > self.config.max_gap
-        ]:
+        ended = [
+            tid
+            for tid, tr in self.tracks.items()
+            if t - tr.last_time > self.config.max_gap and (tr.misses > 0 or t == float("inf"))
+        ]
+        for tid in ended:
             track = self.tracks.pop(tid)
             (closed if track.hits >= self.config.min_frames else dropped).append(track)
         return closed, dropped
@@ -206,4 +216,5 @@ class Tracker:
         track.size = size if reset else track.size + self.config.alpha * (size - track.size)
         track.last_time = t
         track.hits += 1
+        track.misses = 0
         track.bank.append(embedding)
