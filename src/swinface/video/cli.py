@@ -137,7 +137,9 @@ def analyze_videos(analyzer, videos: Sequence[str], args: argparse.Namespace) ->
     failed: list[str] = []
     for video in videos:
         try:
-            total = VideoFile(video).frame_count
+            probe = VideoFile(video)
+            total = probe.frame_count
+            probe.close()
         except VideoError:
             total = None  # reported below, by the same code path as every other error
         progress = tqdm(total=total, unit="frame", desc=Path(video).name, file=sys.stderr)
