@@ -71,7 +71,7 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
     from pathlib import Path
 
     from swinface.data.formats.base import IMAGE_SUFFIXES
-    from swinface.video.source import VIDEO_SUFFIXES
+    from swinface.video.formats import VIDEO_SUFFIXES
 
     paths: list[str] = []
     for item in items:

@@ -279,19 +279,17 @@ def analyze_video(
     except VideoError as err:
         yield VideoSummary(name, error=str(err))
         return
+    try:
+        session = VideoSession(
+            analyzer, name, tracker=tracker, known=known, crops=crops, scene_cut=scene_cut
+        )
+    except BaseException:
+        video.close()
+        raise
     writer = None
     if annotate is not None:
-        output_fps = video.fps or 25.0
-        writer = AnnotatedWriter(annotate, output_fps, (video.width, video.height))
-    session = VideoSession(
-        analyzer,
-        name,
-        tracker=tracker,
-        known=known,
-        crops=crops,
-        annotate=writer,
-        scene_cut=scene_cut,
-    )
+        writer = AnnotatedWriter(annotate, video.fps or 25.0, (video.width, video.height))
+        session.annotate = writer
     ok = False
     try:
         for frame in video:
@@ -344,8 +342,9 @@ def watch(
         for frame in live.frames():
             if stop.is_set():
                 break
-            session.add(frame)
-            yield from session.flush()  # one frame at a time: latency over batching
+            events = session.add(frame)
+            events += session.flush()  # one frame at a time: latency over batching
+            yield from events
             if stop.is_set():
                 break
     finally:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from swinface.video.source import VIDEO_SUFFIXES, is_video_path
+from swinface.video.formats import VIDEO_SUFFIXES, is_video_path
 
 
 def split_videos(paths: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -26,22 +26,23 @@ import cv2
 import numpy as np
 
 from swinface.errors import SwinFaceError
+from swinface.video.formats import VIDEO_SUFFIXES, is_video_path
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
-)
-"""File name endings taken as video (any file FFmpeg opens can be passed explicitly)."""
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "Frame",
+    "FrameSampler",
+    "LiveSource",
+    "VideoError",
+    "VideoFile",
+    "is_video_path",
+]
 
 
 class VideoError(SwinFaceError, ValueError):
     """A video or stream that cannot be opened or read; the message names it and the problem."""
-
-
-def is_video_path(path: str | Path) -> bool:
-    """True for names ending in a video suffix (case-insensitive)."""
-    return Path(str(path)).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass
@@ -75,9 +76,17 @@ class FrameSampler:
         return False
 
 
+# How long opening or reading a network stream may block before it counts as dropped.
+STREAM_TIMEOUT_MS = 10_000
+
+
 def _open_capture(source: str | int) -> Any:
     if isinstance(source, int):
         return cv2.VideoCapture(source)
+    if "://" in source:  # a stream: bounded waits, so a dead connection is noticed
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        timeouts += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, timeouts)
     return cv2.VideoCapture(source, cv2.CAP_FFMPEG)
 
 
@@ -255,22 +264,31 @@ class LiveSource:
         self._problem(self.error)
         return False
 
+    def _finished(self, frames: int) -> bool:
+        """A finite remote file (one that announces its length) read to its end: not a drop."""
+        expected = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        return bool(expected and expected > 0 and frames >= expected - max(2, expected // 100))
+
     def _read_loop(self) -> None:
         start = time.monotonic()
         index, offset = 0, 0.0  # offset: stream time already elapsed before a reconnection
         last_t = 0.0
+        in_connection = 0  # frames read since the source was (re)opened
         try:
             while not self._stop.is_set():
                 ok, bgr = self._cap.read()
                 if not ok or bgr is None:
+                    finished = self.is_file or self._finished(in_connection)
                     self._cap.release()
-                    if self.is_file:
+                    if finished:
                         break
                     self._problem(f"{self.name}: the stream dropped after frame {index}")
                     offset = last_t
                     if not self._reopen():
                         break
+                    in_connection = 0
                     continue
+                in_connection += 1
                 msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
                 if self.is_file and msec and msec > 0:
                     t = msec / 1000.0
