@@ -339,9 +339,7 @@ def watch(
     session = VideoSession(analyzer, live.name, tracker=tracker, known=known, crops=crops)
     stop = stop or threading.Event()
     try:
-        for frame in live.frames():
-            if stop.is_set():
-                break
+        for frame in live.frames(until=stop):
             events = session.add(frame)
             events += session.flush()  # one frame at a time: latency over batching
             yield from events

@@ -314,18 +314,23 @@ class LiveSource:
                 self._done = True
                 self._cond.notify_all()
 
-    def frames(self) -> Iterator[Frame]:
-        """The newest frames, as fast as the caller takes them, until the source ends or `stop()`."""
+    def frames(self, until: threading.Event | None = None) -> Iterator[Frame]:
+        """The newest frames, as fast as the caller takes them, until the source ends, `stop()`
+        is called or `until` is set (checked while waiting, so a stalled stream stops too)."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._read_loop, name="swinface-live", daemon=True
             )
             self._thread.start()
+
+        def stopping() -> bool:
+            return self._stop.is_set() or (until is not None and until.is_set())
+
         while True:
             with self._cond:
-                while self._taken and not self._done and not self._stop.is_set():
+                while self._taken and not self._done and not stopping():
                     self._cond.wait(0.1)
-                if self._stop.is_set() or (self._taken and self._done):
+                if stopping() or (self._taken and self._done):
                     return
                 frame, self._taken = self._latest, True
                 self.stats.frames_delivered += 1
