@@ -106,7 +106,7 @@ def bench_video(
     *,
     resolutions: Sequence[str] = ("720p", "1080p"),
     faces: Sequence[int] = (1, 5),
-    settings: Sequence[str] = ("every=1", "fps=5"),
+    settings: Sequence[str] = ("every=1", "fps=5", "fps=2", "fps=1"),
     seconds: float = 2.0,
     fps: float = 25.0,
     workdir: str | Path | None = None,

@@ -240,7 +240,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--settings",
         nargs="+",
-        default=["every=1", "fps=5"],
+        default=["every=1", "fps=5", "fps=2", "fps=1"],
         help="frame sampling settings to time: every=N or fps=F",
     )
     p.add_argument("--seconds", type=float, default=2.0, help="length of each test video")
