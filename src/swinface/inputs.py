@@ -20,6 +20,7 @@ from typing import IO
 
 from swinface.data.formats.base import IMAGE_SUFFIXES
 from swinface.errors import SwinFaceError
+from swinface.video.formats import VIDEO_SUFFIXES
 
 __all__ = ["Inputs", "Photo", "annotation_targets", "expand_inputs"]
 
@@ -83,7 +84,8 @@ def _stat_problem(path: str) -> str | None:
 
 
 def _is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    """Photos and videos: what `analyze` takes from folders and patterns."""
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 def _glob(pattern: str) -> list[str]:

@@ -184,6 +184,14 @@ class FaceAnalyzer:
             raise ImageError(result.error)
         return result
 
+    def analyze_video(self, source: str | Path, **options) -> Iterator[Any]:
+        """Track and analyse the faces of a video file (`swinface.video.analyze_video`):
+        yields per-frame results, a `TrackResult` per person as their track closes,
+        then a `VideoSummary`. Options: every, fps, tracker, known, crops, annotate."""
+        from swinface.video.analyze import analyze_video
+
+        return analyze_video(self, source, **options)
+
     def _finish(self, pending: list[_Pending]) -> Iterator[PhotoResult]:
         crops = [c for p in pending for c in p.crops]
         analyses = self.runner.analyze(np.stack(crops)).faces if crops else []
