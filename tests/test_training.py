@@ -272,8 +272,9 @@ def test_two_ranks_give_the_gradients_of_one_process_on_the_same_global_batch(gl
         ratio = float(got.norm() / backbone.norm())
         assert ratio == pytest.approx(1.0, rel=1e-4), f"rank {rank}: backbone gradient x{ratio}"
         assert set(grads) == set(expected)
-        for name, grad in grads.items():
-            torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7, msg=name)
+        for name, grad in grads.items():  # float32 sums in another order: relative to the norm
+            error = float((grad - expected[name]).norm() / expected[name].norm().clamp(min=1e-12))
+            assert error < 1e-4, f"rank {rank}: {name} differs by {error:.2g} of its norm"
         start = saved["class_start"]
         torch.testing.assert_close(shard, pfc.weight.grad[start : start + len(shard)])
 
@@ -364,6 +365,20 @@ def test_a_task_takes_samples_that_carry_any_of_its_labels(tmp_path):
         MultiTaskBatches(load_config(_config(tmp_path, ages, tasks=_small_tasks(ages))))
 
 
+def test_a_batch_is_its_own_random_stream_and_leaves_the_global_one_alone(tmp_path, store):
+    config = load_config(_config(tmp_path, store, augment=True, tasks=_small_tasks(store)))
+    data = MultiTaskBatches(config)
+    with torch.random.fork_rng(devices=[]):
+        state = torch.get_rng_state()
+        first = data[3]
+        # In the main process (num_workers: 0) the global generator drives dropout.
+        assert torch.equal(torch.get_rng_state(), state)
+        torch.manual_seed(99)
+        again = data[3]
+    for key, value in first.items():
+        torch.testing.assert_close(again[key], value, equal_nan=True, msg=key)
+
+
 def test_the_published_config_starts_and_trains(tmp_path):
     """configs/published.yaml as shipped (sources, weights, losses), on tiny stores with the
     labels each named dataset has: CelebA gives age_gender a gender but no age."""
@@ -394,11 +409,12 @@ def test_the_published_config_starts_and_trains(tmp_path):
     step = next(
         s for s in range(20) if any(k == 1 for k, _ in trainer.data.indices(s)["age_gender"])
     )
-    batch, first = trainer.data[step], data["tasks"]["identity"]["batch_size"]
+    batch, tasks = trainer.data[step], list(trainer.data.sources)
+    first = 4 * tasks.index("age_gender")  # rows come task by task, 4 each
     for j, (k, _) in enumerate(trainer.data.indices(step)["age_gender"]):
-        row = first + j
-        assert batch["gender"][row] >= 0
-        assert batch["age"][row].isnan() == (k == 1)  # CelebA (source 1) has no age
+        row = first + j  # CLAP2015 (source 0) has ages only, CelebA (source 1) genders only
+        assert bool(batch["age"][row].isnan()) == (k == 1)
+        assert bool(batch["gender"][row] >= 0) == (k == 1)
     record = json.loads((tmp_path / "runs" / "published" / "validation.jsonl").read_text())
     assert "celeba/gender_accuracy" in record and "rafdb/expression_accuracy" in record
 
