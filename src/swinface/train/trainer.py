@@ -96,8 +96,8 @@ def decays(name: str, module: nn.Module, no_decay: set[str]) -> bool:
     An explicit rule: weights of linear and convolutional maps decay; biases,
     every parameter of a normalisation layer and the tables the model lists in
     `no_weight_decay()` (relative position biases) do not. A parameter the rule
-    cannot place is an error, rather than a silent guess (the old `ndim > 1`
-    rule decayed the stacked per-group biases).
+    cannot place is an error, not a guess: a rule on `ndim` alone would decay
+    the stacked per-group biases (`mlca.gate_b1`, `heads.out_b`).
     """
     leaf = name.rsplit(".", 1)[-1]
     if isinstance(module, _NORMS) or name in no_decay:
