@@ -168,3 +168,20 @@ def test_a_sample_without_a_label_contributes_nothing():
     assert torch.count_nonzero(logits.grad[0, tasks.output_slices()["Expression"]]) == 0
     none = MultiTaskLoss()(logits, _targets(3), 0, 10)[0]
     assert none.item() == 0.0
+
+
+def test_a_partly_labelled_sample_trains_only_the_labels_it_has():
+    """A CelebA face in the age_gender batch: a gender, no age."""
+    torch.manual_seed(4)
+    logits = torch.randn(2, tasks.PACKED_SIZE, requires_grad=True)
+    t = _targets(2)
+    t.gender[0] = 1  # no age
+    t.age[1] = 35.0  # no gender (CLAP2015)
+    total, parts = MultiTaskLoss()(logits, t, 0, 10)
+    total.backward()
+    slices = tasks.output_slices()
+    assert torch.count_nonzero(logits.grad[0, slices["Gender"]]) == 2
+    assert torch.count_nonzero(logits.grad[0, slices["Age"]]) == 0
+    assert torch.count_nonzero(logits.grad[1, slices["Age"]]) == 1
+    assert torch.count_nonzero(logits.grad[1, slices["Gender"]]) == 0
+    assert math.isfinite(parts["age"]) and math.isfinite(parts["gender"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
-from swinface.data.store import StoreError, StoreWriter, open_store
+from swinface.data.store import FaceStore, StoreError, StoreWriter, open_store
 from swinface.train.config import ConfigError, load_config
 
 
@@ -30,7 +32,69 @@ def test_store_round_trip(tmp_path):
     assert again.labels["identity"].tolist() == [-1, -1, 7]
     assert again.meta["skipped"] == [{"source": "d.jpg", "reason": "no face found"}]
     assert again.sources == ["a.jpg", "b.jpg", "c.jpg"]
-    assert not (tmp_path / "s.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temporary folder left
+
+
+def _write(path, value: int, n: int = 2, **kwargs):
+    writer = StoreWriter(path, capacity=n, **kwargs)
+    for i in range(n):
+        writer.add(_face(value), f"{i}.jpg", identity=i)
+    return writer.close({})
+
+
+def test_store_writer_never_deletes_what_it_did_not_create(tmp_path):
+    # A folder named like the old fixed temporary folder belongs to someone else.
+    other = tmp_path / "s.partial"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    _write(tmp_path / "s", 1)
+    assert (other / "keep.txt").read_text() == "mine"
+    # A folder that is not a store is never replaced, even when overwriting is allowed.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"jpeg")
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match=r"photos: exists and is not a face store"):
+            StoreWriter(folder, capacity=1, overwrite=overwrite)
+    assert (folder / "a.jpg").read_bytes() == b"jpeg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "s", "s.partial"]
+
+
+def test_store_writer_replaces_a_store_only_when_asked_and_only_once_complete(tmp_path):
+    path = tmp_path / "s"
+    _write(path, 1)
+    with pytest.raises(StoreError, match=r"s: a face store already exists.*overwrite"):
+        StoreWriter(path, capacity=1)
+    writer = StoreWriter(path, capacity=3, overwrite=True)
+    writer.add(_face(9), "new.jpg")
+    assert open_store(path).faces[0, 0, 0, 0] == 1  # the old store stays until close
+    writer.abort()
+    assert open_store(path).sources == ["0.jpg", "1.jpg"]
+    with StoreWriter(path, capacity=2, overwrite=True) as writer:
+        writer.add(_face(5), "x.jpg")
+    assert open_store(path).faces[0, 0, 0, 0] == 1  # left without close: nothing replaced
+    store = _write(path, 7, n=3, overwrite=True)
+    assert len(store) == 3 and open_store(path).faces[2, 0, 0, 0] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_an_opened_store_pickles_as_its_path_and_reopens(tmp_path):
+    store = _write(tmp_path / "s", 3, n=8)
+    data = pickle.dumps(store)
+    assert len(data) < 2000 < store.faces.nbytes  # not a copy of the faces
+    again = pickle.loads(data)
+    assert isinstance(again.faces, np.memmap)
+    np.testing.assert_array_equal(again.faces, store.faces)
+    for name, values in store.labels.items():
+        np.testing.assert_array_equal(again.labels[name], values)
+    assert again.meta == store.meta
+    # A store rewritten since it was opened is refused rather than mixed up.
+    _write(tmp_path / "s", 4, n=8, overwrite=True)
+    with pytest.raises(StoreError, match="changed or vanished"):
+        pickle.loads(data)
+    # A store built in memory has no files to reopen: it pickles whole.
+    memory = FaceStore(tmp_path / "nowhere", np.ones((2, 112, 112, 3), np.uint8), {})
+    assert pickle.loads(pickle.dumps(memory)).faces.sum() == 2 * 112 * 112 * 3
 
 
 def test_store_refuses_bad_faces_and_missing_folders(tmp_path):

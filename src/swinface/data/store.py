@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from swinface import tasks
+from swinface.atomic import atomic_dir
 from swinface.errors import SwinFaceError
 
 FACE_SHAPE = (112, 112, 3)
@@ -36,14 +38,52 @@ class StoreError(SwinFaceError, ValueError):
     """A face store that is missing, incomplete or inconsistent."""
 
 
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    """Identifies one written version of a store: a rewrite gives a new `meta.json`."""
+    info = (path / "meta.json").stat()
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 @dataclass
 class FaceStore:
-    """An opened store: faces memory-mapped, labels in memory."""
+    """An opened store: faces memory-mapped, labels in memory.
+
+    A store opened from disk pickles as its path (DataLoader workers started
+    with spawn or forkserver reopen it instead of receiving a copy of every
+    face); one built in memory pickles whole.
+    """
 
     path: Path
     faces: np.ndarray
     labels: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)
+    fingerprint: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
+
+    def _mapped_from_disk(self) -> bool:
+        filename = getattr(self.faces, "filename", None)
+        return (
+            self.fingerprint is not None
+            and filename is not None
+            and Path(filename).resolve() == (Path(self.path) / "faces.npy").resolve()
+        )
+
+    def __getstate__(self) -> dict:
+        if self._mapped_from_disk():
+            return {"path": str(self.path), "fingerprint": self.fingerprint}
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict) -> None:
+        if "faces" in state:
+            self.__dict__.update(state)
+            return
+        path = Path(state["path"])
+        try:
+            fingerprint = _fingerprint(path)
+        except OSError:
+            fingerprint = None
+        if fingerprint != tuple(state["fingerprint"]):
+            raise StoreError(f"{path}: the face store changed or vanished since it was opened")
+        self.__dict__.update(open_store(path).__dict__)
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -62,19 +102,51 @@ class FaceStore:
         return values >= 0
 
 
-class StoreWriter:
-    """Writes a store incrementally into a temporary folder, moved into place on `close`."""
+def is_store(path: str | Path) -> bool:
+    """Whether `path` is a face store folder (it has a `meta.json`)."""
+    path = Path(path)
+    return path.is_dir() and (path / "meta.json").is_file()
 
-    def __init__(self, path: str | Path, capacity: int) -> None:
-        self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".partial")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
-        self.capacity = capacity
-        self.faces = np.lib.format.open_memmap(
-            self.tmp / "faces.npy", mode="w+", dtype=np.uint8, shape=(capacity, *FACE_SHAPE)
+
+def _check_replaceable(path: Path, overwrite: bool) -> None:
+    if not path.exists() and not path.is_symlink():
+        return
+    if not is_store(path):
+        raise StoreError(
+            f"{path}: exists and is not a face store (no meta.json); refusing to replace it"
         )
+    if not overwrite:
+        raise StoreError(
+            f"{path}: a face store already exists; pass overwrite=True "
+            "(`swinface prepare --overwrite`) to replace it"
+        )
+
+
+class StoreWriter:
+    """Writes a store incrementally into a fresh temporary folder, moved into place on `close`.
+
+    An existing folder at `path` is replaced only when it is a store and
+    `overwrite` is true, and only once the new store is complete. `abort()`
+    (or leaving a `with` block without `close()`) removes the temporary folder
+    and leaves `path` as it was.
+    """
+
+    def __init__(self, path: str | Path, capacity: int, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        _check_replaceable(self.path, overwrite)
+        self._target = atomic_dir(self.path)
+        self.tmp = self._target.__enter__()
+        # Removes the temporary folder if the writer is dropped without close or abort.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), ignore_errors=True)
+        self.capacity = capacity
+        try:
+            self.faces = np.lib.format.open_memmap(
+                self.tmp / "faces.npy", mode="w+", dtype=np.uint8, shape=(capacity, *FACE_SHAPE)
+            )
+        except BaseException:
+            self.abort()
+            raise
         self.labels = {
             name: np.full((capacity, *shape), missing, dtype=dtype)
             for name, (dtype, shape, missing) in LABELS.items()
@@ -99,7 +171,37 @@ class StoreWriter:
     def skip(self, source: str, reason: str) -> None:
         self.skipped.append({"source": source, "reason": reason})
 
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._cleanup.alive:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop everything written so far; the folder at `path` is left as it was."""
+        if not self._cleanup.alive:
+            return
+        self.__dict__.pop("faces", None)
+        error = StoreError(f"{self.path}: store not written (aborted)")
+        self._target.__exit__(type(error), error, None)
+        self._cleanup()
+
     def close(self, meta: dict | None = None) -> FaceStore:
+        """Finish the store, move it into place and open it."""
+        if not self._cleanup.alive:
+            raise StoreError(f"{self.path}: this writer was already closed or aborted")
+        try:
+            self._finish(meta)
+            _check_replaceable(self.path, self.overwrite)  # it may have appeared meanwhile
+        except BaseException:
+            self.abort()
+            raise
+        self._target.__exit__(None, None, None)
+        self._cleanup.detach()
+        return open_store(self.path)
+
+    def _finish(self, meta: dict | None) -> None:
         n = len(self.sources)
         self.faces.flush()
         del self.faces
@@ -118,10 +220,6 @@ class StoreWriter:
         }
         info.update(meta or {})
         (self.tmp / "meta.json").write_text(json.dumps(info, indent=1))
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self.tmp, self.path)
-        return open_store(self.path)
 
 
 def open_store(path: str | Path) -> FaceStore:
@@ -131,6 +229,7 @@ def open_store(path: str | Path) -> FaceStore:
         raise StoreError(
             f"{path}: not a face store (no meta.json); create one with `swinface prepare`"
         )
+    fingerprint = _fingerprint(path)  # before reading, so that a rewrite meanwhile shows
     meta = json.loads((path / "meta.json").read_text())
     if meta.get("version", 0) > STORE_VERSION:
         raise StoreError(
@@ -147,4 +246,4 @@ def open_store(path: str | Path) -> FaceStore:
         )
         if len(labels[name]) != len(faces):
             raise StoreError(f"{file}: {len(labels[name])} labels for {len(faces)} faces")
-    return FaceStore(path, faces, labels, meta)
+    return FaceStore(path, faces, labels, meta, fingerprint=fingerprint)

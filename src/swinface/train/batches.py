@@ -1,7 +1,10 @@
 """Mixed multi-task batches: every step draws a batch for each task, from its weighted sources.
 
-A step's batch is a pure function of (seed, rank, step): resuming at step s
-needs no sampler state, and any DataLoader worker can build any step.
+A step's batch is a pure function of (seed, rank, step): which samples it
+holds and every random choice of their augmentation come from generators
+seeded by those numbers, never from a process's global random state. So any
+DataLoader worker, started by fork, spawn or forkserver, builds the same batch
+for the same step, and resuming at step s needs nothing but s.
 """
 
 from __future__ import annotations
@@ -14,28 +17,36 @@ import torch
 from swinface.data.store import FaceStore, open_store
 from swinface.train.config import TrainConfig
 
-# The labels each task trains; a sample contributes only its task's labels.
+# The labels each task trains. A sample takes part in a task when it carries at
+# least one of them; the losses skip the labels it lacks (-1, or NaN for age).
 TASK_LABELS: dict[str, tuple[str, ...]] = {
     "identity": ("identity",),
     "age_gender": ("age", "gender"),
     "attributes": ("attributes",),
     "expression": ("expression",),
 }
-# Which samples of a store a task can use.
-_REQUIRED = {
-    "identity": "identity",
-    "age_gender": "age",
-    "attributes": "attributes",
-    "expression": "expression",
-}
+BATCH_LABELS = ("identity", "age", "gender", "expression", "attributes")
 
 
 @dataclass
 class Source:
     store: FaceStore
     weight: float
-    usable: np.ndarray  # indices of samples that carry the task's label
+    usable: np.ndarray | None  # indices of the samples that take part; None: all of them
     identity_offset: int = 0
+
+    def draw(self, rng: np.random.Generator) -> int:
+        count = len(self.store) if self.usable is None else len(self.usable)
+        i = int(rng.integers(count))
+        return i if self.usable is None else int(self.usable[i])
+
+
+def usable_samples(store: FaceStore, task: str) -> np.ndarray:
+    """Mask of the samples of `store` that carry at least one of `task`'s labels."""
+    mask = np.zeros(len(store), dtype=bool)
+    for label in TASK_LABELS[task]:
+        mask |= store.has(label)
+    return mask
 
 
 def _augmenter(kind: str):
@@ -70,13 +81,16 @@ class MultiTaskBatches(torch.utils.data.Dataset):
         for task, task_config in config.tasks.items():
             sources = []
             for src in task_config.sources:
-                store = stores.setdefault(src.store, open_store(src.store))
-                usable = np.flatnonzero(store.has(_REQUIRED[task]))
-                if len(usable) == 0:
+                if src.store not in stores:
+                    stores[src.store] = open_store(src.store)
+                store = stores[src.store]
+                mask = usable_samples(store, task)
+                if not mask.any():
                     raise ValueError(
-                        f"{src.store}: no sample has a {_REQUIRED[task]} label for task {task}"
+                        f"{src.store}: no sample has a label of task {task} "
+                        f"({' or '.join(TASK_LABELS[task])})"
                     )
-                source = Source(store, src.weight, usable)
+                source = Source(store, src.weight, None if mask.all() else np.flatnonzero(mask))
                 if task == "identity":
                     source.identity_offset = self.num_identities
                     self.num_identities += int(store.labels["identity"].max()) + 1
@@ -98,57 +112,63 @@ class MultiTaskBatches(torch.utils.data.Dataset):
             size = self.config.tasks[task].batch_size
             weights = np.array([s.weight for s in sources], dtype=np.float64)
             which = rng.choice(len(sources), size=size, p=weights / weights.sum())
-            chosen[task] = [
-                (int(k), int(sources[k].usable[rng.integers(len(sources[k].usable))]))
-                for k in which
-            ]
+            chosen[task] = [(int(k), sources[k].draw(rng)) for k in which]
         return chosen
 
-    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        torch.manual_seed(hash((self.config.seed, self.rank, step)) & 0x7FFFFFFF)
-        images, labels = (
-            [],
-            {name: [] for name in ("identity", "age", "gender", "expression", "attributes")},
+    def _sample_seeds(self, step: int, count: int) -> list[int]:
+        """One augmentation seed per sample of `step`, apart from the sample choice's stream."""
+        seeds = np.random.SeedSequence([self.config.seed, self.rank, step, 1]).generate_state(
+            count, dtype=np.uint64
         )
-        for task, picks in self.indices(step).items():
-            for k, i in picks:
-                source = self.sources[task][k]
-                face = torch.from_numpy(np.array(source.store.faces[i])).permute(2, 0, 1)
-                if self.augment:
-                    face = self._augment(task, face)
-                images.append(face.permute(1, 2, 0))
-                store_labels = source.store.labels
-                labels["identity"].append(
-                    int(store_labels["identity"][i]) + source.identity_offset
-                    if task == "identity"
-                    else -1
-                )
-                labels["age"].append(
-                    float(store_labels["age"][i]) if task == "age_gender" else float("nan")
-                )
-                labels["gender"].append(
-                    int(store_labels["gender"][i]) if task == "age_gender" else -1
-                )
-                labels["expression"].append(
-                    int(store_labels["expression"][i]) if task == "expression" else -1
-                )
-                labels["attributes"].append(
-                    store_labels["attributes"][i]
-                    if task == "attributes"
-                    else np.full(store_labels["attributes"].shape[1:], -1, np.int8)
-                )
-        batch = {
+        return [int(s) & 0x7FFF_FFFF_FFFF_FFFF for s in seeds]
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        picks = [(task, k, i) for task, chosen in self.indices(step).items() for k, i in chosen]
+        seeds = self._sample_seeds(step, len(picks))
+        images = []
+        labels: dict[str, list] = {name: [] for name in BATCH_LABELS}
+        for (task, k, i), seed in zip(picks, seeds, strict=True):
+            source = self.sources[task][k]
+            face = torch.from_numpy(np.array(source.store.faces[i]))
+            if self.augment:
+                face = self._augment(task, face.permute(2, 0, 1), seed).permute(1, 2, 0)
+            images.append(face)
+            self._add_labels(labels, task, source, i)
+        attributes = np.stack(labels["attributes"]).astype(np.int64)
+        return {
             "images": torch.stack(images).contiguous(),
             "identity": torch.tensor(labels["identity"], dtype=torch.long),
             "age": torch.tensor(labels["age"], dtype=torch.float32),
             "gender": torch.tensor(labels["gender"], dtype=torch.long),
             "expression": torch.tensor(labels["expression"], dtype=torch.long),
-            "attributes": torch.from_numpy(np.stack(labels["attributes"]).astype(np.int64)),
+            "attributes": torch.from_numpy(attributes),
         }
-        return batch
 
-    def _augment(self, task: str, face: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _add_labels(labels: dict[str, list], task: str, source: Source, i: int) -> None:
+        """Append sample `i`'s labels of `task` (the store's own missing marks where it lacks
+        one) and "no label" for the other tasks' labels."""
+        store_labels = source.store.labels
+        own = TASK_LABELS[task]
+        identity = int(store_labels["identity"][i]) if "identity" in own else -1
+        labels["identity"].append(identity + source.identity_offset if identity >= 0 else -1)
+        labels["age"].append(float(store_labels["age"][i]) if "age" in own else float("nan"))
+        labels["gender"].append(int(store_labels["gender"][i]) if "gender" in own else -1)
+        labels["expression"].append(
+            int(store_labels["expression"][i]) if "expression" in own else -1
+        )
+        labels["attributes"].append(
+            store_labels["attributes"][i]
+            if "attributes" in own
+            else np.full(store_labels["attributes"].shape[1:], -1, np.int8)
+        )
+
+    def _augment(self, task: str, face: torch.Tensor, seed: int) -> torch.Tensor:
+        """Augment one face with its own seed; the process's global generator is left as it was
+        (torchvision draws from it, and in the main process it also drives dropout)."""
         kind = "identity" if task == "identity" else "analysis"
         if kind not in self._augmenters:
             self._augmenters[kind] = _augmenter(kind)
-        return self._augmenters[kind](face)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._augmenters[kind](face)

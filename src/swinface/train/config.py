@@ -65,6 +65,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto | float32 | bfloat16 | float16
     num_workers: int = 4
+    # How DataLoader workers start: fork | spawn | forkserver; None: the platform's default.
+    multiprocessing_context: str | None = None
     augment: bool = True
     log_every: int = 20
     checkpoint_every: int = 1000
@@ -95,6 +97,13 @@ class TrainConfig:
             )
         if self.steps < 1:
             raise ConfigError(f"steps: must be at least 1, got {self.steps}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers: must be 0 or more, got {self.num_workers}")
+        if self.multiprocessing_context not in (None, "fork", "spawn", "forkserver"):
+            raise ConfigError(
+                "multiprocessing_context: expected fork, spawn or forkserver, "
+                f"got {self.multiprocessing_context!r}"
+            )
 
     def resolve_paths(self, base: Path) -> None:
         """Make relative store and output paths relative to the config file's folder."""

@@ -65,7 +65,15 @@ class _ShardedCrossEntropy(torch.autograd.Function):
 
 
 class _AllGather(torch.autograd.Function):
-    """All ranks' rows, concatenated; the gradient of each rank's rows is summed over ranks."""
+    """All ranks' rows, concatenated, for a loss that every rank computes alike.
+
+    Backward: each rank holds the part of d(loss)/d(rows) that flows through its
+    class shard, so the parts are summed over ranks; this rank's rows then get
+    that full gradient times the world size. DistributedDataParallel averages
+    the backbone's gradients over ranks, and every rank's (identical) identity
+    loss reaches the backbone only through its own rows: without the factor
+    the identity gradient would shrink by 1/world_size.
+    """
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
@@ -79,7 +87,7 @@ class _AllGather(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad, dist.ReduceOp.SUM)
         start = dist.get_rank() * ctx.rows
-        return grad[start : start + ctx.rows]
+        return grad[start : start + ctx.rows] * dist.get_world_size()
 
 
 class _AllReduceSum(torch.autograd.Function):

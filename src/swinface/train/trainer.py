@@ -2,8 +2,8 @@
 
 Runs on one CPU or GPU, or many through torchrun (DistributedDataParallel,
 with Partial FC's class centres sharded across ranks). Checkpoints hold the
-model in the native format plus optimizer, scheduler, scaler and step, so a
-resumed run continues the same run.
+model in the native format plus optimizer, scheduler, scaler, random state and
+step, so a resumed run continues the same run, step for step.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,9 +24,19 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from swinface.atomic import atomic_path, atomic_write_text
 from swinface.backends import resolve_precision
 from swinface.model import SwinFace, create_model
 from swinface.train.batches import MultiTaskBatches
+from swinface.train.checkpoints import (
+    MANIFEST,
+    POINTER,
+    ResumeError,
+    checkpoint_name,
+    read_manifest,
+    resume_point,
+    write_manifest,
+)
 from swinface.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -69,33 +80,94 @@ def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _param_groups(model: SwinFace, extra: list[nn.Parameter], config: TrainConfig) -> list[dict]:
-    """Backbone at a tenth of the learning rate; no weight decay on norms, biases, position tables."""
-    no_decay_names = model.no_weight_decay()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+_BIAS = re.compile(r"bias|.+_b\d*")  # `bias`, and stacked per-group biases: `gate_b1`, `out_b`
+_WEIGHT = re.compile(r"weight|.+_w\d*")  # `weight`, and stacked per-group weights: `fc1_w`
+
+
+def decays(name: str, module: nn.Module, no_decay: set[str]) -> bool:
+    """Whether weight decay applies to parameter `name` of `module` (its owner).
+
+    An explicit rule: weights of linear and convolutional maps decay; biases,
+    every parameter of a normalisation layer and the tables the model lists in
+    `no_weight_decay()` (relative position biases) do not. A parameter the rule
+    cannot place is an error, not a guess: a rule on `ndim` alone would decay
+    the stacked per-group biases (`mlca.gate_b1`, `heads.out_b`).
+    """
+    leaf = name.rsplit(".", 1)[-1]
+    if isinstance(module, _NORMS) or name in no_decay:
+        return False
+    if _BIAS.fullmatch(leaf):
+        return False
+    if _WEIGHT.fullmatch(leaf):
+        return True
+    raise ValueError(
+        f"{name}: cannot tell whether weight decay applies (not a weight, bias or norm "
+        "parameter, nor listed by the model's no_weight_decay())"
+    )
+
+
+def parameter_groups(model: SwinFace, extra: list[nn.Parameter], config: TrainConfig) -> list[dict]:
+    """Optimizer groups: the backbone at `backbone_lr_scale` of the learning rate; weight decay
+    as `decays` says; `extra` (Partial FC's class centres) at the full rate, with decay.
+
+    Frozen parameters (requires_grad off) are left out. Each group carries its
+    `role` (backbone or head) and `lr_scale`.
+    """
+    modules = dict(model.named_modules())
+    no_decay = model.no_weight_decay()
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        backbone = name.startswith("backbone.")
-        decay = p.ndim > 1 and name not in no_decay_names
-        groups.setdefault((backbone, decay), []).append(p)
-    out = []
-    for (backbone, decay), params in groups.items():
-        scale = config.optim.backbone_lr_scale if backbone else 1.0
-        out.append(
-            {
-                "params": params,
-                "lr_scale": scale,
-                "weight_decay": config.optim.weight_decay if decay else 0.0,
-            }
-        )
+        owner = modules[name.rsplit(".", 1)[0]] if "." in name else model
+        role = "backbone" if name.startswith("backbone.") else "head"
+        groups.setdefault((role, decays(name, owner, no_decay)), []).append(p)
     if extra:
-        out.append({"params": extra, "lr_scale": 1.0, "weight_decay": config.optim.weight_decay})
-    return out
+        groups.setdefault(("head", True), []).extend(extra)
+    o = config.optim
+    return [
+        {
+            "params": params,
+            "role": role,
+            "lr_scale": o.backbone_lr_scale if role == "backbone" else 1.0,
+            "weight_decay": o.weight_decay if decay else 0.0,
+        }
+        for (role, decay), params in groups.items()
+    ]
+
+
+def unused_parameters(model: SwinFace, outputs: set[str]) -> list[str]:
+    """Names of the parameters that none of `outputs` ("embedding", "logits") depends on.
+
+    Found by one backward pass on a tiny batch in eval mode (so no BatchNorm
+    statistics change and no random number is drawn); structural, not data-dependent.
+    """
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    size = model.config.img_size
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(torch.zeros(2, 3, size, size, device=device))
+        total = sum(getattr(out, name).float().sum() for name in sorted(outputs))
+        grads = torch.autograd.grad(total, [p for _, p in params], allow_unused=True)
+    finally:
+        model.train(was_training)
+    return [name for (name, _), grad in zip(params, grads, strict=True) if grad is None]
 
 
 class Trainer:
-    """Owns the model, losses, optimizer, data and the run's files."""
+    """Owns the model, losses, optimizer, data and the run's files.
+
+    Use it as a context manager (or call `close()`) to release the TensorBoard
+    writer; `fit` also closes it when it returns.
+    """
 
     def __init__(self, config: TrainConfig, env: DistEnv | None = None) -> None:
         from swinface.train.losses import MultiTaskLoss, make_margin_loss
@@ -106,7 +178,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.data = MultiTaskBatches(config, self.env.rank, self.env.world_size)
         self.model = self._build_model().to(self.env.device)
+        self._freeze_unused()
         self.precision = resolve_precision(config.precision, self.env.device)
+        self.analysis_tasks = [t for t in config.tasks if t != "identity"]
         self.task_loss = MultiTaskLoss(
             weights={name: task.loss_weight for name, task in config.tasks.items()}
         ).to(self.env.device)
@@ -119,6 +193,7 @@ class Trainer:
                 self.model.config.embedding_dim,
                 self.data.num_identities,
                 sample_rate=idl.sample_rate,
+                seed=config.seed,
             ).to(self.env.device)
         self.ddp_model: nn.Module = self.model
         if self.env.world_size > 1:
@@ -127,7 +202,7 @@ class Trainer:
         extra = list(self.partial_fc.parameters()) if self.partial_fc else []
         o = config.optim
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.model, extra, config), lr=o.lr, betas=o.betas
+            parameter_groups(self.model, extra, config), lr=o.lr, betas=o.betas
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -143,6 +218,8 @@ class Trainer:
         )
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self._tb = None
+        self._tb_tried = False
 
     def _build_model(self) -> SwinFace:
         if self.config.init_weights:
@@ -154,29 +231,59 @@ class Trainer:
             model = create_model(self.config.model, **self.config.model_overrides)
         return model.train()
 
+    def _freeze_unused(self) -> None:
+        """Freeze the parameters no configured task trains (the embedding head without an
+        identity task; MLCA and the task heads with only identity): DistributedDataParallel
+        would otherwise wait for their gradients forever, and the optimizer skips them."""
+        outputs = {"embedding"} if "identity" in self.config.tasks else set()
+        if any(t != "identity" for t in self.config.tasks):
+            outputs.add("logits")
+        unused = unused_parameters(self.model, outputs)
+        parameters = dict(self.model.named_parameters())
+        for name in unused:
+            parameters[name].requires_grad_(False)
+        if unused:
+            tops = sorted({".".join(n.split(".")[:2]) for n in unused})
+            log.info("not trained (no configured task uses them): %s", ", ".join(tops))
+
     def _autocast(self):
         if self.precision == "float32":
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=getattr(torch, self.precision))
 
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (reopened if the trainer logs again)."""
+        if self._tb is not None:
+            self._tb.close()
+        self._tb, self._tb_tried = None, False
+
     # ------------------------------------------------------------ one step
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimisation step on one mixed batch; returns the losses."""
+    def forward_backward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The losses of one batch, with their (loss-scaled) gradients left in `.grad`."""
         from swinface.train.losses import TaskTargets
 
         dev = self.env.device
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         images = SwinFace.preprocess(batch["images"])
-        targets = TaskTargets(
-            age=batch["age"],
-            gender=batch["gender"],
-            expression=batch["expression"],
-            attributes=batch["attributes"],
-        )
         with self._autocast():
             out = self.ddp_model(images)
-        total, parts = self.task_loss(out.logits.float(), targets, self.step, self.config.steps)
+        total = torch.zeros((), device=dev)
+        parts: dict[str, float] = {}
+        if self.analysis_tasks:
+            targets = TaskTargets(
+                age=batch["age"],
+                gender=batch["gender"],
+                expression=batch["expression"],
+                attributes=batch["attributes"],
+            )
+            total, parts = self.task_loss(out.logits.float(), targets, self.step, self.config.steps)
         if self.partial_fc is not None:
             identity_loss = self.partial_fc(out.embedding.float(), batch["identity"])
             weight = self.config.tasks["identity"].loss_weight
@@ -184,8 +291,14 @@ class Trainer:
             parts = {**parts, "identity": float(identity_loss.detach())}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        return total, parts
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on one mixed batch; returns the losses and learning rates."""
+        total, parts = self.forward_backward(batch)
         self.scaler.unscale_(self.optimizer)
         grad_norm = self._clip_gradients()
+        rates = {g["role"]: g["lr"] for g in self.optimizer.param_groups}
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -194,7 +307,8 @@ class Trainer:
             "loss": float(total.detach()),
             **parts,
             "grad_norm": float(grad_norm),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": rates["head"],  # heads and Partial FC: the configured rate
+            "lr_backbone": rates.get("backbone", 0.0),
         }
 
     def _clip_gradients(self) -> torch.Tensor:
@@ -223,16 +337,20 @@ class Trainer:
     # ------------------------------------------------------------ the loop
 
     def loader(self) -> torch.utils.data.DataLoader:
-        steps = range(self.step, self.config.steps)
+        """Batches of the steps still to run. The loader draws its own seeds from a private
+        generator: drawing from the global one (which dropout uses) would make a resumed
+        run differ from an uninterrupted one."""
         workers = self.config.num_workers
         return torch.utils.data.DataLoader(
             self.data,
             batch_size=None,
-            sampler=steps,
+            sampler=range(self.step, self.config.steps),
             num_workers=workers,
             pin_memory=self.env.device.type == "cuda",
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
+            multiprocessing_context=self.config.multiprocessing_context if workers else None,
+            generator=torch.Generator().manual_seed(self.config.seed),
         )
 
     def fit(self, max_steps: int | None = None) -> None:
@@ -251,22 +369,27 @@ class Trainer:
             total=stop - self.step, disable=not self.env.is_main, unit="step", dynamic_ncols=True
         )
         started = time.perf_counter()
-        for done, batch in enumerate(self.loader(), start=1):
-            losses = self.train_step(batch)
-            rate = done * images_per_step / (time.perf_counter() - started)
-            losses["images_per_s"] = rate
-            self.history.append({"step": self.step, **losses})
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{rate:.0f}")
-            if self.env.is_main and (self.step % self.config.log_every == 0 or self.step == stop):
-                self._log(losses)
-            if self.step % self.config.checkpoint_every == 0 or self.step == stop:
-                self.save_checkpoint()
-            if self.config.eval_every and self.step % self.config.eval_every == 0:
-                self.evaluate()
-            if self.step >= stop:
-                break
-        bar.close()
+        try:
+            for done, batch in enumerate(self.loader(), start=1):
+                losses = self.train_step(batch)
+                rate = done * images_per_step / (time.perf_counter() - started)
+                losses["images_per_s"] = rate
+                self.history.append({"step": self.step, **losses})
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{rate:.0f}")
+                if self.env.is_main and (
+                    self.step % self.config.log_every == 0 or self.step == stop
+                ):
+                    self._log(losses)
+                if self.step % self.config.checkpoint_every == 0 or self.step == stop:
+                    self.save_checkpoint()
+                if self.config.eval_every and self.step % self.config.eval_every == 0:
+                    self.evaluate()
+                if self.step >= stop:
+                    break
+        finally:
+            bar.close()
+            self.close()
 
     def _log(self, losses: dict[str, float]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -285,7 +408,8 @@ class Trainer:
         log.info("step %d %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
 
     def _tensorboard(self):
-        if not hasattr(self, "_tb"):
+        if not self._tb_tried:
+            self._tb_tried = True
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -317,52 +441,86 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def checkpoint_dir(self, step: int | None = None) -> Path:
-        return self.out / "checkpoints" / f"step_{self.step if step is None else step:07d}"
+        return self.out / "checkpoints" / checkpoint_name(self.step if step is None else step)
 
-    def save_checkpoint(self) -> Path:
-        """Model (native format), this rank's Partial FC shard, optimizer/scheduler/scaler state and step."""
-        from swinface.weights.formats import save_native
+    def _barrier(self) -> None:
+        if self.env.world_size > 1:
+            dist.barrier()
 
-        path = self.checkpoint_dir()
-        path.mkdir(parents=True, exist_ok=True)
-        if self.partial_fc is not None:
-            shard = {
-                k: v.detach().cpu().contiguous() for k, v in self.partial_fc.state_dict().items()
-            }
-            save_file(shard, str(path / f"partial_fc_rank{self.env.rank}.safetensors"))
+    def _checkpoint_files(self) -> list[str]:
+        files = ["model.safetensors"]
+        for rank in range(self.env.world_size):
+            files.append(f"state_rank{rank}.pt")
+            if self.partial_fc is not None:
+                files.append(f"partial_fc_rank{rank}.safetensors")
+        return files
+
+    def _training_state(self) -> dict:
         state = {
             "step": self.step,
+            "world_size": self.env.world_size,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
         }
-        torch.save(state, path / f"state_rank{self.env.rank}.pt")
-        if self.env.world_size > 1:
-            dist.barrier()
+        if self.env.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.env.device)
+        return state
+
+    def save_checkpoint(self) -> Path:
+        """Model (native format), each rank's Partial FC shard and optimizer, scheduler, scaler,
+        random state and step; every file written atomically, the folder marked complete by
+        its manifest once all are in place, then the `latest` pointer moved to it."""
+        from swinface.weights.formats import save_native
+
+        path = self.checkpoint_dir()
+        if self.env.is_main:  # rewriting a step: not complete until rewritten
+            path.mkdir(parents=True, exist_ok=True)
+            (path / MANIFEST).unlink(missing_ok=True)
+        self._barrier()
+        rank = self.env.rank
+        if self.partial_fc is not None:
+            shard = {
+                k: v.detach().cpu().contiguous() for k, v in self.partial_fc.state_dict().items()
+            }
+            with atomic_path(path / f"partial_fc_rank{rank}.safetensors") as tmp:
+                save_file(shard, str(tmp))
+        with atomic_path(path / f"state_rank{rank}.pt") as tmp:
+            torch.save(self._training_state(), tmp)
+        self._barrier()
         if self.env.is_main:
-            save_native(
-                self.model,
-                path / "model.safetensors",
-                name=f"{Path(self.config.output_dir).name}-step{self.step}",
-                metadata={"train_config": json.dumps(asdict(self.config)), "step": str(self.step)},
-            )
-            (self.out / "checkpoints" / "latest").write_text(path.name)
-        if self.env.world_size > 1:
-            dist.barrier()
+            with atomic_path(path / "model.safetensors") as tmp:
+                save_native(
+                    self.model,
+                    tmp,
+                    name=f"{Path(self.config.output_dir).name}-step{self.step}",
+                    metadata={
+                        "train_config": json.dumps(asdict(self.config)),
+                        "step": str(self.step),
+                    },
+                )
+            write_manifest(path, self.step, self.env.world_size, self._checkpoint_files())
+            atomic_write_text(path.parent / POINTER, path.name)
+        self._barrier()
         return path
 
     def latest_checkpoint(self) -> Path | None:
-        pointer = self.out / "checkpoints" / "latest"
-        if not pointer.is_file():
-            return None
-        path = self.out / "checkpoints" / pointer.read_text().strip()
-        return path if (path / "model.safetensors").is_file() else None
+        """The checkpoint this run continues from (see `checkpoints.resume_point`)."""
+        return resume_point(self.out / "checkpoints")
 
     def load_checkpoint(self, path: Path) -> None:
         """Continue the run saved at `path` (all state loaded with weights_only=True)."""
         from swinface.weights.formats import load_native_state, read_native
 
+        path = Path(path)
+        manifest = read_manifest(path)
+        if manifest["world_size"] != self.env.world_size:
+            raise ResumeError(
+                f"{path}: written by {manifest['world_size']} processes, resumed with "
+                f"{self.env.world_size}; Partial FC's class centres are sharded by process: "
+                "resume with the same number"
+            )
         state_dict, _ = read_native(path / "model.safetensors")
         load_native_state(self.model, state_dict, str(path / "model.safetensors"))
         if self.partial_fc is not None:
@@ -372,12 +530,14 @@ class Trainer:
             )
             self.partial_fc.load_state_dict(shard)
         state = torch.load(
-            path / f"state_rank{self.env.rank}.pt", map_location=self.env.device, weights_only=True
+            path / f"state_rank{self.env.rank}.pt", map_location="cpu", weights_only=True
         )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"].cpu())
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.env.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.env.device)
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
 
@@ -385,9 +545,9 @@ class Trainer:
 def train(config: TrainConfig, *, resume: bool = True, max_steps: int | None = None) -> Trainer:
     """Run (or continue) training as `config` says; the process group comes from the environment."""
     env = setup_distributed()
-    trainer = Trainer(config, env)
-    latest = trainer.latest_checkpoint() if resume else None
-    if latest is not None:
-        trainer.load_checkpoint(latest)
-    trainer.fit(max_steps=max_steps)
+    with Trainer(config, env) as trainer:
+        latest = trainer.latest_checkpoint() if resume else None
+        if latest is not None:
+            trainer.load_checkpoint(latest)
+        trainer.fit(max_steps=max_steps)
     return trainer
