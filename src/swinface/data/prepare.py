@@ -7,7 +7,6 @@ store's metadata and in the returned report.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -237,8 +236,6 @@ def prepare_samples(
 
 
 def _writer(out: str | Path, capacity: int, overwrite: bool) -> StoreWriter:
-    # StoreWriter learns to refuse replacing a folder itself (`overwrite`); pass the
-    # choice on where it does. The checks above already ran either way.
-    if "overwrite" in inspect.signature(StoreWriter).parameters:
-        return StoreWriter(out, capacity=capacity, overwrite=overwrite)
-    return StoreWriter(out, capacity=capacity)
+    # The checks above ran first; StoreWriter refuses again at the last moment, so a
+    # folder that became something else in between is never replaced.
+    return StoreWriter(out, capacity=capacity, overwrite=overwrite)
