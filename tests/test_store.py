@@ -60,6 +60,12 @@ def test_store_writer_never_deletes_what_it_did_not_create(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "s", "s.partial"]
 
 
+def test_store_writer_fills_an_empty_folder(tmp_path):
+    # `mkdir stores/x && swinface prepare ... stores/x`: nothing there to lose.
+    (tmp_path / "empty").mkdir()
+    assert len(_write(tmp_path / "empty", 2)) == 2
+
+
 def test_store_writer_replaces_a_store_only_when_asked_and_only_once_complete(tmp_path):
     path = tmp_path / "s"
     _write(path, 1)

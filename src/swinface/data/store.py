@@ -111,6 +111,8 @@ def is_store(path: str | Path) -> bool:
 def _check_replaceable(path: Path, overwrite: bool) -> None:
     if not path.exists() and not path.is_symlink():
         return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return  # an empty folder holds nothing to lose
     if not is_store(path):
         raise StoreError(
             f"{path}: exists and is not a face store (no meta.json); refusing to replace it"
