@@ -74,7 +74,7 @@ function bar(label, value) {
 function faceCard(face, index) {
   const card = el("div", { className: "face-card" });
   card.append(el("h4", { text: `Face ${index + 1}` }));
-  card.append(el("div", { className: "age", text: `Age ${face.age.toFixed(0)}` }));
+  card.append(el("div", { className: "age", text: `Age ${Math.round(face.age)}` }));
   card.append(el("div", { className: "gender", text: `${face.gender} (${Math.round(face.gender_probability * 100)}%)` }));
   card.append(el("div", { className: "expression", text: `Expression: ${face.expression}` }));
   const probs = Object.entries(face.expression_probabilities).sort((a, b) => b[1] - a[1]);
