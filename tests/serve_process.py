@@ -38,8 +38,8 @@ def nano_weights(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def start_server(weights: Path, data: Path, *extra: str, port: int | None = None):
-    """Start `swinface serve`; returns (process, base URL) once /readyz answers 200."""
+def launch_server(weights: Path, data: Path, *extra: str, port: int | None = None):
+    """Start `swinface serve` without waiting; returns (process, base URL)."""
     port = port or free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
@@ -50,20 +50,30 @@ def start_server(weights: Path, data: Path, *extra: str, port: int | None = None
         "--weights", str(weights), "--device", "cpu", "--backend", "eager",
         "--host", "127.0.0.1", "--port", str(port), "--data", str(data), *extra,
     ]  # fmt: skip
+    data.parent.mkdir(parents=True, exist_ok=True)
     log = open(data.parent / f"server-{port}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log_file = log  # type: ignore[attr-defined]
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            break
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc, url: str, timeout: float = 180) -> None:
+    """Wait for /readyz to answer 200; stop the process and say why if it does not."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
+                return
         time.sleep(0.2)
     stop_server(proc)
-    raise RuntimeError(f"server did not start: {Path(log.name).read_text()[-3000:]}")
+    raise RuntimeError(f"server did not start: {Path(proc.log_file.name).read_text()[-3000:]}")
+
+
+def start_server(weights: Path, data: Path, *extra: str, port: int | None = None):
+    """Start `swinface serve`; returns (process, base URL) once /readyz answers 200."""
+    proc, url = launch_server(weights, data, *extra, port=port)
+    wait_ready(proc, url)
+    return proc, url
 
 
 def stop_server(proc, sig: int = signal.SIGTERM) -> None:
