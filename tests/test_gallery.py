@@ -180,3 +180,15 @@ def test_exact_and_faiss_agree_on_clustered_embeddings():
     assert recall >= 0.95
     restored = FaissIndex.from_bytes(approx.to_bytes())
     np.testing.assert_array_equal(restored.search(probes, 4)[1], got)
+
+
+def test_a_gallery_made_again_under_its_old_name_is_not_served_from_the_old_index(store):
+    shots, probes = _people(2)
+    searcher = GallerySearcher(store, DIGEST)
+    store.create_gallery("g")
+    store.add_subject("g", "p0", shots[0], DIGEST)
+    assert searcher.search("g", probes[0])[0][0].subject_id == "p0"
+    store.delete_gallery("g")  # by another process: this searcher is not told
+    store.create_gallery("g")
+    store.add_subject("g", "p1", shots[1], DIGEST)  # as many changes as before
+    assert [m.subject_id for m in searcher.search("g", probes[0])[0]] == ["p1"]

@@ -373,3 +373,10 @@ def test_page_and_assets_are_served(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "/static/app.js" in page.text and "http" not in page.text.replace("http-equiv", "")
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_without_keys_nothing_is_writable(analyzer, tmp_path):
+    settings = ServeSettings(data_dir=tmp_path / "d", api_keys=(), verify_threshold=0.5)
+    with TestClient(create_app(analyzer, settings)) as c:
+        r = c.post("/v1/galleries", json={"name": "g"}, headers={"X-API-Key": "anything"})
+        assert r.status_code == 403 and "no API keys configured" in r.json()["detail"]

@@ -220,8 +220,10 @@ class SQLStore(GalleryStore):
             with self._transaction() as cur:
                 self._run(
                     cur,
-                    "INSERT INTO galleries (name, metadata, created, generation) VALUES (?, ?, ?, 0)",
-                    (name, json.dumps(metadata or {}), created),
+                    "INSERT INTO galleries (name, metadata, created, generation) VALUES (?, ?, ?, ?)",
+                    # A gallery made again under an old name starts from a new number, so no
+                    # index cached for the old one can pass for up to date.
+                    (name, json.dumps(metadata or {}), created, time.time_ns() // 1000),
                 )
         except Exception as err:
             if self._is_unique_violation(err):

@@ -56,6 +56,12 @@ def check_key(request: Request) -> None:
             "(or as 'Authorization: Bearer <key>')",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if len(keys) == 0:
+        raise HTTPException(
+            403,
+            "this service has no API keys configured (SWINFACE_API_KEYS or --keys-file), "
+            "so nothing that needs one is allowed",
+        )
     if not keys.accepts(key):
         raise HTTPException(403, "the API key is not valid")
 

@@ -100,6 +100,10 @@ class BatchRunner:
             self._analyzers[key] = variant
         return variant
 
+    def has_room(self, photos: int) -> bool:
+        """Whether `photos` more would fit in the queue now (`submit` decides for sure)."""
+        return len(self._queue) + photos <= self.max_queue
+
     @property
     def depth(self) -> int:
         return len(self._queue)
@@ -178,7 +182,7 @@ class BatchRunner:
             groups: dict[_Key, list[_Item]] = {}
             for item in batch:
                 groups.setdefault(item.key, []).append(item)
-            faces = 0
+            done: list[tuple[_Item, object]] = []
             for key, items in groups.items():
                 try:
                     results = list(self._analyzer_for(key).analyze_many([i.image for i in items]))
@@ -187,8 +191,8 @@ class BatchRunner:
                     for item in items:
                         item.future.set_exception(err)
                     continue
-                for item, result in zip(items, results, strict=True):
-                    faces += len(result.faces)
-                    item.future.set_result(result)
-            if self.on_batch is not None:
-                self.on_batch(len(batch), faces)
+                done += zip(items, results, strict=True)
+            if self.on_batch is not None:  # counted before anyone is answered
+                self.on_batch(len(batch), sum(len(r.faces) for _, r in done))
+            for item, result in done:
+                item.future.set_result(result)

@@ -91,7 +91,7 @@ class SubjectOut(BaseModel):
 
 class EnrolJSON(BaseModel):
     subject_id: str
-    name: str = ""
+    name: str = Field("", max_length=256, description="shown in results; default: subject_id")
     metadata: dict[str, Any] = {}
     images: list[str] = Field(..., min_length=1, description="base64-encoded photos")
     face_index: int | None = Field(

@@ -167,6 +167,10 @@ class FaceService:
         """Decode (in worker threads) and analyse (in the shared batches) the uploads."""
         from starlette.concurrency import run_in_threadpool
 
+        if not self.runner.has_room(len(uploads)):  # refuse before decoding anything
+            raise HTTPException(
+                503, "busy: the queue is full; retry shortly", headers={"Retry-After": "1"}
+            )
         images = [await run_in_threadpool(self.decode, u) for u in uploads]
         try:
             futures = self.runner.submit(images, aligned=aligned, options=options)
