@@ -380,3 +380,22 @@ def test_without_keys_nothing_is_writable(analyzer, tmp_path):
     with TestClient(create_app(analyzer, settings)) as c:
         r = c.post("/v1/galleries", json={"name": "g"}, headers={"X-API-Key": "anything"})
         assert r.status_code == 403 and "no API keys configured" in r.json()["detail"]
+
+
+def test_keys_from_env_and_file_are_kept_hashed(tmp_path):
+    import hashlib
+
+    from swinface.serve.auth import KeyRing
+    from swinface.serve.settings import read_keys
+
+    hashed = hashlib.sha256(b"from-hash").hexdigest()
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# service keys\nplain-key\nsha256:{hashed}  # ci\n\n")
+    keys = read_keys(keys_file, environ={"SWINFACE_API_KEYS": "env-a, env-b"})
+    assert keys == ("env-a", "env-b", "plain-key", f"sha256:{hashed}")
+    ring = KeyRing(keys)
+    assert all(ring.accepts(k) for k in ("env-a", "env-b", "plain-key", "from-hash"))
+    assert not any(ring.accepts(k) for k in ("", "env", f"sha256:{hashed}", "plain-key "))
+    assert "plain-key" not in repr(vars(ring))  # only hashes are held
+    with pytest.raises(FileNotFoundError, match="missing: keys file not found"):
+        read_keys(tmp_path / "missing", environ={})
