@@ -95,7 +95,7 @@ def test_delete_removes_a_subject_for_good(store, tmp_path):
     with pytest.raises(UnknownSubject):
         store.get_subject("g", "gone")
     assert store.embedding_rows("g", DIGEST).subjects == ["kept"]
-    store.close()
+    # Read while the store is open: the WAL must not keep the old pages either.
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("g.sqlite*"))
     assert marker.tobytes() not in raw and b"Zyxwv Qutsr" not in raw
 
