@@ -192,3 +192,15 @@ def test_a_gallery_made_again_under_its_old_name_is_not_served_from_the_old_inde
     store.create_gallery("g")
     store.add_subject("g", "p1", shots[1], DIGEST)  # as many changes as before
     assert [m.subject_id for m in searcher.search("g", probes[0])[0]] == ["p1"]
+
+
+def test_scale_figures_on_a_small_synthetic_gallery():
+    from swinface.gallery.scale import format_figures, measure, synthetic_gallery
+
+    vectors, labels = synthetic_gallery(600, dim=64, per_identity=3)
+    same = vectors[labels == 0] @ vectors[labels == 0].T
+    assert 0.5 < same[0, 1] < 0.9 and abs(float(vectors[0] @ vectors[-1])) < 0.5
+    figures = measure(2000, dim=64, queries=10)
+    assert [f.kind.split()[0] for f in figures] == ["exact", "faiss", "faiss"]
+    assert figures[0].recall == 1.0 and all(0.8 <= f.recall <= 1.0 for f in figures[1:])
+    assert "recall@5" in format_figures(figures)
