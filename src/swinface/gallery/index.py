@@ -1,8 +1,8 @@
 """Nearest-neighbour search over one gallery's embeddings: exact, or a FAISS index when large.
 
 Small galleries are searched exactly with one matrix product. Beyond
-`faiss_min` embeddings an inverted-file FAISS index (`IndexIVFFlat`, inner
-product on unit vectors) answers instead; `swinface bench-serve --scale`
+`faiss_min` embeddings an inverted-file FAISS index (`IndexIVFScalarQuantizer`,
+8-bit, inner product on unit vectors) answers instead; `swinface bench-serve --scale`
 measures where it starts to pay and what recall it keeps. The index is a
 cache: it can always be rebuilt from the store.
 """
@@ -66,11 +66,12 @@ def _faiss():
 
 
 class FaissIndex:
-    """An inverted-file index (IVF, flat lists, inner product) keyed by embedding row id.
+    """An inverted-file index (IVF, 8-bit scalar-quantised lists, inner product) keyed by row id.
 
     `nlist` grows as the square root of the size (about 2 sqrt(N) lists, each
-    trained on at least 39 points); `nprobe` visits 1/16 of the lists (at
-    least 32), which keeps recall at top-5 above 0.95 on face-like embeddings.
+    trained on at least 39 points); `nprobe` visits 1/8 of the lists (at
+    least 32): on synthetic face-like embeddings (random identities, the
+    hardest case for an inverted file) that keeps recall at top-5 near 0.98.
     """
 
     kind = "faiss"
@@ -86,7 +87,7 @@ class FaissIndex:
 
     @staticmethod
     def probes_for(nlist: int) -> int:
-        return min(nlist, max(32, nlist // 16))
+        return min(nlist, max(32, nlist // 8))
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, *, seed: int = 0) -> FaissIndex:
@@ -95,7 +96,11 @@ class FaissIndex:
         n, dim = vectors.shape
         nlist = cls.lists_for(n)
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # 8-bit scalar quantisation: a quarter of the memory and faster scans; on unit
+        # vectors it moves a similarity by about 0.001, far below the gap between people.
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
         index.cp.niter = 10
         index.cp.seed = seed
         # k-means on a sample: 64 points per list is plenty for the centroids.
@@ -146,4 +151,4 @@ class FaissIndex:
         return cls(index, nprobe=cls.probes_for(int(index.nlist)))
 
     def memory_bytes(self) -> int:
-        return len(self) * (self.index.d * 4 + 8) + self.nlist * self.index.d * 4
+        return len(self) * (self.index.code_size + 8) + self.nlist * self.index.d * 4
