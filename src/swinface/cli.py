@@ -1146,6 +1146,59 @@ def _distill_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- serve
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.set_defaults(aligned=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data", default=None, help="data folder (galleries, indexes)")
+    p.add_argument(
+        "--store",
+        default="sqlite",
+        help="sqlite (in the data folder), a .sqlite file, or postgresql://user@host/db",
+    )
+    p.add_argument("--keys-file", default=None, help="API keys, one per line (or sha256:<hex>)")
+    p.add_argument("--protect-reads", action="store_true", help="read endpoints need a key too")
+    p.add_argument("--threshold", type=float, default=None, help="cosine threshold for 'same'")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="pixel limit per image")
+    p.add_argument("--max-batch", type=int, default=16, help="photos per dynamic batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait to fill a batch")
+    p.add_argument("--max-queue", type=int, default=64, help="photos waiting before 503s")
+    p.add_argument("--faiss-min", type=int, default=None, help="FAISS index from this gallery size")
+    p.add_argument("--cors-origin", action="append", default=[], help="allow this origin (CORS)")
+    p.add_argument("--score-threshold", type=float, default=None, help="minimum detection score")
+    p.add_argument("--min-face", type=float, default=None, help="minimum face size in pixels")
+    p.add_argument("--max-faces", type=int, default=None, help="at most this many faces per photo")
+
+
+@command("serve", "the REST API, web page and identity galleries on one port", _serve_args)
+def _serve(args: argparse.Namespace) -> int:
+    from swinface.serve.cli import serve
+
+    return serve(args, _analyzer(args))
+
+
+def _bench_serve_args(p: argparse.ArgumentParser) -> None:
+    from swinface.serve.loadtest import add_arguments
+
+    add_arguments(p)
+
+
+@command(
+    "bench-serve",
+    "load test of a local `swinface serve` (1, 8, 32 clients) and the 1M-embedding search figure",
+    _bench_serve_args,
+)
+def _bench_serve(args: argparse.Namespace) -> int:
+    from swinface.serve.loadtest import run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------- entry point
 
 
