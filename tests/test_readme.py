@@ -15,13 +15,17 @@ def code_blocks(language: str) -> list[str]:
 
 
 def test_readme_opens_with_set_up_test_and_run_commands():
-    first = code_blocks("bash")[0].splitlines()
-    assert first[0].startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'")
-    assert first[1].startswith(".venv/bin/pytest")
+    root = Path(__file__).resolve().parents[1]
+    first = [line.split("#")[0].strip() for line in code_blocks("bash")[0].splitlines()]
+    assert first[0] == "bash scripts/setup-dev.sh"
+    assert first[1] == ".venv/bin/pytest"
     assert first[2].startswith(".venv/bin/swinface analyze src/swinface/assets/astronaut.jpg")
-    assert (
-        Path(__file__).resolve().parents[1].joinpath("src/swinface/assets/astronaut.jpg").is_file()
-    )
+    assert root.joinpath("src/swinface/assets/astronaut.jpg").is_file()
+    # CI sets up and tests exactly as the README says.
+    ci = [line.strip() for line in root.joinpath(".ci/run").read_text().splitlines()]
+    assert first[0] in ci and first[1] in ci
+    setup = root.joinpath("scripts/setup-dev.sh").read_text()
+    assert "pip install -e '.[dev]'" in setup
 
 
 def test_python_example_runs_as_written(monkeypatch, capsys):

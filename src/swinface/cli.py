@@ -1164,7 +1164,6 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protect-reads", action="store_true", help="read endpoints need a key too")
     p.add_argument("--threshold", type=float, default=None, help="cosine threshold for 'same'")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="pixel limit per image")
     p.add_argument("--max-batch", type=int, default=16, help="photos per dynamic batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait to fill a batch")
     p.add_argument("--max-queue", type=int, default=64, help="photos waiting before 503s")

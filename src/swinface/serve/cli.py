@@ -30,7 +30,8 @@ def settings_from_args(args: argparse.Namespace):
         api_keys=keys,
         protect_reads=args.protect_reads,
         max_body_bytes=int(args.max_body_mb * 2**20),
-        max_pixels=args.max_pixels,
+        # The shared --max-pixels option; a service always keeps a limit (0 is refused).
+        max_pixels=args.max_pixels if args.max_pixels is not None else ServeSettings.max_pixels,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import ValidationError
 
@@ -46,10 +44,8 @@ def detector_options(fields: DetectorFields) -> DetectorOptions:
 
 
 def face_record(face: Face, embeddings: bool) -> FaceRecord:
-    d = face.to_dict(include_embedding=embeddings)
-    if any(math.isnan(v) for pair in d["landmarks"] for v in pair):
-        d["landmarks"] = None  # an aligned crop has no detected landmarks
-    return FaceRecord(**d)
+    # `to_dict` writes strict JSON values: an aligned crop's landmarks are None.
+    return FaceRecord(**face.to_dict(include_embedding=embeddings))
 
 
 def photo_record(result: PhotoResult, embeddings: bool) -> PhotoRecord:
