@@ -3,11 +3,13 @@
 - `eager`: the PyTorch model as is (fused attention, batched heads), under
   autocast in half precision on GPU;
 - `compiled`: the same model through `torch.compile` (on CUDA with CUDA graphs
-  for fixed shapes, `mode="reduce-overhead"`);
+  for fixed shapes, `mode="reduce-overhead"`; CUDA graphs share their output
+  memory between calls, so on CUDA its calls from several threads take turns);
 - `onnxruntime`: the exported ONNX graph on ONNX Runtime; on CPU the fastest.
 
 Every backend takes uint8 RGB faces (N, 112, 112, 3) and returns a
-`SwinFaceOutput` of float32 CPU tensors.
+`SwinFaceOutput` of float32 CPU tensors. None changes the model it is given
+(mode, weights, dtype, device): see `swinface.model.borrowed`.
 """
 
 from __future__ import annotations

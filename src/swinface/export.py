@@ -162,22 +162,39 @@ def onnx_path_for(model: SwinFace, digest: str | None = None) -> Path:
     return cache_dir().parent / "onnx" / f"swinface-{digest}.onnx"
 
 
+# Graphs this process has checked, by path: the file's identity when checked, and its digest.
+_CHECKED: dict[Path, tuple[tuple[int, int, int], str]] = {}
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def cached_onnx_graph(model: SwinFace) -> Path:
     """The cached uint8 graph of `model`, exported first if it is absent or cannot be trusted.
 
     Processes that ask for the same graph at once take turns (a lock beside
     the graph): one exports, the others find its graph. A cached graph that is
     broken, or was made for other weights, is exported again with a warning.
+    A graph this process already checked is trusted while the file is the same.
     """
     digest = model_digest(model)
     path = onnx_path_for(model, digest)
+    if _CHECKED.get(path) == (_identity(path), digest):
+        return path
     with file_lock(path):
         if path.exists():
             problem = graph_problem(path, digest)
             if problem is None:
+                _CHECKED[path] = (_identity(path), digest)
                 return path
             log.warning(
                 "cached ONNX graph %s cannot be used (%s); exporting it again", path, problem
             )
         export_onnx(model, path)
+        _CHECKED[path] = (_identity(path), digest)
     return path

@@ -21,7 +21,7 @@ from torch import nn
 
 __all__ = ["eval_mode", "model_device", "model_dtype", "on_device", "working_copy"]
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
@@ -66,11 +66,11 @@ def working_copy(
     return clone.eval()
 
 
-def _lock_for(model: nn.Module) -> threading.Lock:
+def _lock_for(model: nn.Module) -> threading.RLock:
     with _LOCKS_GUARD:
         lock = _LOCKS.get(model)
         if lock is None:
-            lock = _LOCKS[model] = threading.Lock()
+            lock = _LOCKS[model] = threading.RLock()
         return lock
 
 
