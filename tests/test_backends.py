@@ -103,3 +103,50 @@ def test_auto_falls_back_to_pytorch_when_onnx_runtime_cannot_run(conformance_mod
     assert create_backend("auto", conformance_model, CPU).name == "eager"
     with pytest.raises(RuntimeError, match="no ONNX Runtime"):
         create_backend("onnxruntime", conformance_model, CPU)
+
+
+def test_one_default_backend_everywhere():
+    """SwinFaceRunner, FaceAnalyzer and analyze_aligned all default to 'auto'."""
+    import inspect
+
+    from swinface.inference import analyze_aligned
+
+    for entry in (SwinFaceRunner, FaceAnalyzer, analyze_aligned):
+        assert inspect.signature(entry).parameters["backend"].default == "auto", entry
+
+
+def test_eager_backend_runs_a_training_model_in_eval_mode_from_many_threads():
+    """Each call sees the whole model in eval mode; afterwards it is training again, its
+    statistics untouched, even with calls from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from swinface.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model("swinface_nano").train()
+    stats = model.mlca.norm.running_mean.clone()
+    faces = [_faces(2, seed=s) for s in range(6)]
+    backend = TorchBackend(model, CPU, "float32")
+    assert backend.model is model  # same device and dtype: no copy
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(backend, faces))
+    assert model.training and all(m.training for m in model.modules())
+    assert torch.equal(model.mlca.norm.running_mean, stats)
+    model.eval()
+    for x, out in zip(faces, outs, strict=True):
+        want = TorchBackend(model, CPU, "float32")(x)
+        np.testing.assert_allclose(out.embedding, want.embedding, rtol=0, atol=1e-5)
+
+
+def test_bench_times_eager_float32_once_as_the_baseline():
+    from swinface import bench
+    from swinface.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model("swinface_nano").train()
+    rows = bench.bench_model(model, CPU, ["eager", "onnxruntime"], [1], min_seconds=0)
+    assert [(r.backend, r.precision) for r in rows] == [
+        ("eager (baseline)", "float32"),
+        ("onnxruntime", "float32"),
+    ]
+    assert model.training

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -75,3 +79,39 @@ def test_heads_pack_outputs_in_checkpoint_order():
 def test_padding_rows_start_at_zero():
     heads = create_model("swinface_nano").heads
     assert torch.all(heads.out_w[~heads.output_mask] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_preprocess_leaves_its_input_unchanged(dtype):
+    from swinface.model import SwinFace
+
+    faces = torch.randint(0, 256, (2, 112, 112, 3)).to(dtype)
+    before = faces.clone()
+    x = SwinFace.preprocess(faces)
+    assert torch.equal(faces, before)
+    assert x.dtype == torch.float32 and x.shape == (2, 3, 112, 112)
+    assert x.min() >= -1 and x.max() <= 1
+
+
+def test_bfloat16_model_runs_on_cpu():
+    """A bfloat16 model runs in its own dtype (eager) or as a float32 graph (auto), unchanged."""
+    from swinface.backends import TorchBackend
+    from swinface.export import model_digest
+    from swinface.inference import SwinFaceRunner
+
+    torch.manual_seed(0)
+    model = create_model("swinface_nano").eval()
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    assert model_digest(half) != model_digest(model)
+    faces = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), np.uint8)
+    ref = SwinFaceRunner(model, device="cpu", backend="eager").run(faces)
+    eager = SwinFaceRunner(half, device="cpu", backend="eager")
+    assert eager.precision == "bfloat16"
+    as_float = TorchBackend(half, torch.device("cpu"), "float32")
+    auto = SwinFaceRunner(half, device="cpu", backend="auto")
+    assert auto.backend.name == "onnxruntime"
+    for out in (eager.run(faces), as_float(torch.from_numpy(faces)), auto.run(faces)):
+        cos = F.cosine_similarity(out.embedding, ref.embedding)
+        assert cos.min() > 0.99
+        assert out.embedding.dtype == torch.float32
+    assert next(half.parameters()).dtype == torch.bfloat16

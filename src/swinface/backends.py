@@ -3,37 +3,56 @@
 - `eager`: the PyTorch model as is (fused attention, batched heads), under
   autocast in half precision on GPU;
 - `compiled`: the same model through `torch.compile` (on CUDA with CUDA graphs
-  for fixed shapes, `mode="reduce-overhead"`);
+  for fixed shapes, `mode="reduce-overhead"`; CUDA graphs share their output
+  memory between calls, so on CUDA its calls from several threads take turns);
 - `onnxruntime`: the exported ONNX graph on ONNX Runtime; on CPU the fastest.
 
 Every backend takes uint8 RGB faces (N, 112, 112, 3) and returns a
-`SwinFaceOutput` of float32 CPU tensors.
+`SwinFaceOutput` of float32 CPU tensors. None changes the model it is given
+(mode, weights, dtype, device): see `swinface.model.borrowed`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from swinface.export import (
+    ONNX_INPUT,
+    ONNX_OUTPUTS,
+    cached_onnx_graph,
+    model_digest,
+    onnx_path_for,
+)
 from swinface.model import SwinFace, SwinFaceOutput
+from swinface.model.borrowed import eval_mode, model_dtype, on_device, working_copy
 
 log = logging.getLogger(__name__)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is bf16 on GPUs that have it, else fp16 on GPU, and float32 on CPU."""
+_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_precision(
+    precision: str, device: torch.device, model_dtype: torch.dtype = torch.float32
+) -> str:
+    """The precision a model runs in: 'auto' follows a half-precision model's own dtype,
+    else bf16 on GPUs that have it, fp16 on other GPUs, and float32 on CPU."""
     if precision == "auto":
+        for name, dtype in _HALF.items():
+            if model_dtype == dtype:
+                return name
         if device.type == "cuda":
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         return "float32"
-    if precision not in ("float32", "float16", "bfloat16"):
+    if precision not in ("float32", *_HALF):
         raise ValueError(
             f"precision: expected auto, float32, float16 or bfloat16, got {precision!r}"
         )
@@ -41,7 +60,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class TorchBackend:
-    """The PyTorch model, optionally compiled; half precision through autocast on GPU."""
+    """The PyTorch model, optionally compiled; half precision through autocast on GPU.
+
+    The caller's model is never changed. It is run as is when it already sits
+    on `device` in a dtype that suits `precision`, switched to eval mode for
+    each call only; otherwise the backend runs its own eval-mode copy (moved,
+    converted to float32, or channels-last on GPU), a snapshot of the weights
+    when the backend was made. A half-precision model runs in its own dtype;
+    a float32 model runs half precision through autocast.
+
+    Thread safety: the eager backend may be called from several threads. The
+    compiled backend on CUDA replays CUDA graphs, whose output buffers are
+    shared between calls, so its calls are serialised by a lock.
+    """
 
     def __init__(
         self,
@@ -53,49 +84,47 @@ class TorchBackend:
         channels_last: bool | None = None,
     ) -> None:
         self.device = device
-        self.model = model.to(device).eval()
-        self.precision = resolve_precision(precision, device)
+        dtype = model_dtype(model)
+        self.precision = resolve_precision(precision, device, dtype)
         self.name = "compiled" if compile else "eager"
+        # A half-precision model asked for its own precision runs as it is; any other
+        # combination runs float32 weights, under autocast for half precision.
+        weights = dtype if _HALF.get(self.precision) == dtype else torch.float32
+        self.input_dtype = weights
+        self.autocast = self.precision != "float32" and weights == torch.float32
         # Channels-last helps the multi-level convolutions on GPU; on CPU it costs a copy.
-        if channels_last if channels_last is not None else device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        layout = channels_last if channels_last is not None else device.type == "cuda"
+        if layout or weights != dtype or not on_device(model, device):
+            self.model = working_copy(model, device, weights, channels_last=layout)
+        else:
+            self.model = model
         self.forward: Callable = self.model
         if compile:
             mode = "reduce-overhead" if device.type == "cuda" else None
             self.forward = torch.compile(self.model, mode=mode, dynamic=False)
+        # CUDA graphs (reduce-overhead) reuse their output memory: one call at a time.
+        serialise = compile and device.type == "cuda"
+        self._lock = threading.Lock() if serialise else contextlib.nullcontext()
 
     def _autocast(self):
-        if self.precision == "float32":
+        if not self.autocast:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
+        return torch.autocast(self.device.type, dtype=_HALF[self.precision])
 
-    @torch.inference_mode()
     def __call__(self, faces: torch.Tensor) -> SwinFaceOutput:
         x = faces.to(self.device, non_blocking=True)
-        with self._autocast():
-            out = self.forward(SwinFace.preprocess(x))
-        # One copy back per batch: the only host-device synchronisation.
-        return SwinFaceOutput(out.embedding.float().cpu(), out.logits.float().cpu())
-
-
-def model_digest(model: SwinFace) -> str:
-    """A short hash of a model's weights and architecture, to name its exported graph."""
-    h = hashlib.sha256(repr(sorted(model.config.to_dict().items())).encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def onnx_path_for(model: SwinFace) -> Path:
-    """Where the exported graph of `model` is cached (exported once per set of weights)."""
-    from swinface.weights.registry import cache_dir
-
-    return cache_dir().parent / "onnx" / f"swinface-{model_digest(model)}.onnx"
+        with self._lock, eval_mode(self.model), torch.inference_mode(), self._autocast():
+            out = self.forward(SwinFace.preprocess(x).to(self.input_dtype))
+            # One copy back per batch: the only host-device synchronisation.
+            return SwinFaceOutput(out.embedding.float().cpu(), out.logits.float().cpu())
 
 
 class OnnxBackend:
-    """The exported graph on ONNX Runtime (CPU, or CUDA when asked and available)."""
+    """The exported graph on ONNX Runtime (CPU, or CUDA when asked and available).
+
+    Given a model, the graph comes from the cache (`swinface.export.cached_onnx_graph`),
+    exported from a float32 copy of the model on first use.
+    """
 
     name = "onnxruntime"
 
@@ -108,13 +137,8 @@ class OnnxBackend:
     ) -> None:
         import onnxruntime as ort
 
-        from swinface.export import ONNX_INPUT, ONNX_OUTPUTS, export_onnx
-
         if isinstance(graph, SwinFace):
-            path = onnx_path_for(graph)
-            if not path.is_file():
-                export_onnx(graph, path)
-            graph = path
+            graph = cached_onnx_graph(graph)
         self.path = Path(graph)
         self.device = device or torch.device("cpu")
         options = ort.SessionOptions()
@@ -158,17 +182,37 @@ def default_backend(device: torch.device) -> str:
     return "eager"
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log a warning the first time it is given in this process; later repeats go to debug."""
+    if message in _WARNED:
+        log.debug("%s", message)
+        return
+    _WARNED.add(message)
+    log.warning("%s", message)
+
+
 def create_backend(
     name: str, model: SwinFace, device: torch.device, precision: str = "auto"
 ) -> TorchBackend | OnnxBackend:
-    """The backend `name` ('auto', 'eager', 'compiled', 'onnxruntime') for `model` on `device`."""
+    """The backend `name` ('auto', 'eager', 'compiled', 'onnxruntime') for `model` on `device`.
+
+    'auto' is ONNX Runtime on CPU and eager PyTorch on GPU. When ONNX Runtime
+    cannot run, 'auto' warns once, saying why, and runs the PyTorch model.
+    """
     if name == "auto":
         name = default_backend(device)
         if name == "onnxruntime":
             try:
                 return OnnxBackend(model, device)
             except Exception as err:  # export or session trouble must not stop an analysis
-                log.warning("ONNX Runtime unavailable (%s); running the PyTorch model", err)
+                reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                _warn_once(
+                    "backend 'auto': ONNX Runtime cannot run this model "
+                    f"({type(err).__name__}: {reason}); running the PyTorch model instead"
+                )
                 name = "eager"
     try:
         factory = BACKENDS[name]
@@ -177,3 +221,15 @@ def create_backend(
     if name == "onnxruntime" and resolve_precision(precision, device) != "float32":
         log.info("onnxruntime runs the float32 graph; precision %s ignored", precision)
     return factory(model, device, precision)
+
+
+__all__ = [
+    "BACKENDS",
+    "OnnxBackend",
+    "TorchBackend",
+    "create_backend",
+    "default_backend",
+    "model_digest",
+    "onnx_path_for",
+    "resolve_precision",
+]

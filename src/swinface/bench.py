@@ -73,20 +73,31 @@ def bench_model(
     *,
     min_seconds: float = 2.0,
 ) -> list[BenchRow]:
-    """Model-only faces/s for each backend and batch, and the plain eager float32 baseline."""
-    from swinface.backends import create_backend
+    """Model-only faces/s for each backend and batch, beside the plain eager float32 baseline.
+
+    Every backend runs the model in eval mode, and the model is left as it was.
+    A backend that resolves to the baseline itself (eager at float32, as on
+    CPU) is timed once, as the baseline row.
+    """
+    from swinface.backends import create_backend, resolve_precision
+    from swinface.model.borrowed import model_dtype
 
     rows = []
     rng = np.random.default_rng(0)
-    runs = [("eager", "float32"), *((b, "auto") for b in backends)]
+    dtype = model_dtype(model)
+    runs: dict[tuple[str, str], str] = {("eager", "float32"): "float32"}
+    for name in backends:
+        # Keyed by what actually runs: 'eager' at 'auto' on CPU is the baseline again.
+        resolved = "float32" if name == "onnxruntime" else resolve_precision("auto", device, dtype)
+        runs.setdefault((name, resolved), "auto")
     made: dict[tuple[str, str], object] = {}
     for batch in batches:
         faces = torch.from_numpy(rng.integers(0, 256, (batch, 112, 112, 3), np.uint8))
         if device.type == "cuda":
             faces = faces.pin_memory()
         baseline = None
-        for name, precision in runs:
-            key = (name, precision)
+        for key, precision in runs.items():
+            name = key[0]
             try:
                 if key not in made:
                     made[key] = create_backend(name, model, device, precision)
@@ -98,7 +109,7 @@ def bench_model(
                 log.warning("%s at batch %d could not run: %s", name, batch, err)
                 continue
             row = BenchRow("model", name, backend.precision, batch, batch / seconds, seconds * 1e3)
-            if (name, precision) == ("eager", "float32"):
+            if key == ("eager", "float32"):
                 baseline = row.per_second
                 row.backend = "eager (baseline)"
             row.ratio = row.per_second / baseline if baseline else None

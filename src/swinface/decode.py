@@ -1,17 +1,23 @@
 """From raw SwinFace outputs to meaning: age in years, labelled probabilities, a unit embedding.
 
-Everything here is read from the task table (`swinface.tasks`).
+Everything here is read from the task table (`swinface.tasks`). Importing this
+module loads NumPy only (torch on first use), so that light users such as
+`swinface.evaluate` share the one decoding and the one cosine similarity.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from swinface import tasks
-from swinface.model import SwinFaceOutput
+
+if TYPE_CHECKING:
+    import torch
+
+    from swinface.model import SwinFaceOutput
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,30 @@ class FaceAttributes:
 
 def normalize_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
     """L2-normalise identity embeddings along the last axis."""
+    import torch
+
     return torch.nn.functional.normalize(embeddings.float(), dim=-1)
+
+
+def _as_float64(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, maybe bfloat16 or on a GPU
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, np.float64)
+
+
+def cosine_similarity(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
+) -> float | np.ndarray:
+    """Cosine similarity of embeddings along the last axis: a float for two vectors,
+    row by row (broadcasting) for batches. Raw or normalised embeddings alike.
+
+    The one implementation in swinface: verification, evaluation and training
+    validation all score pairs with it.
+    """
+    a, b = _as_float64(a), _as_float64(b)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    score = np.clip(np.sum(a * b, axis=-1) / np.maximum(norms, 1e-12), -1.0, 1.0)
+    return float(score) if score.ndim == 0 else score
 
 
 def probabilities(output: SwinFaceOutput) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import torch
 
 from swinface.decode import FaceAttributes, decode, probabilities
 from swinface.model import SwinFace, SwinFaceOutput
+from swinface.model.borrowed import model_device
 from swinface.weights.loading import resolve_device
 
 FACE_SIZE = 112
@@ -46,9 +47,12 @@ def as_face_batch(faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor) -> to
 class SwinFaceRunner:
     """Runs a model on aligned faces in batches, on one of the backends (`swinface.backends`).
 
-    On CUDA the eager and compiled backends run under autocast in half
+    `backend='auto'` (the default, as for `FaceAnalyzer`) is ONNX Runtime on CPU
+    (the graph exported once per set of weights and cached) and eager PyTorch
+    on GPU. On CUDA the eager and compiled backends run under autocast in half
     precision (bf16 where supported, else fp16) unless `precision='float32'`;
-    on CPU they run in float32.
+    on CPU they run in float32, or in the model's own dtype for a half-precision
+    model. The model is never changed: not its mode, dtype, device or weights.
     """
 
     def __init__(
@@ -58,7 +62,7 @@ class SwinFaceRunner:
         device: str | torch.device | None = "auto",
         precision: str = "auto",
         batch_size: int = 64,
-        backend: str = "eager",
+        backend: str = "auto",
     ) -> None:
         from swinface.backends import create_backend
 
@@ -100,10 +104,16 @@ def analyze_aligned(
     faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor,
     *,
     batch_size: int = 64,
+    backend: str = "auto",
 ) -> AlignedAnalysis:
-    """Analyse already aligned 112x112 RGB uint8 faces with `model`, on the model's device."""
-    device = next(model.parameters()).device
-    return SwinFaceRunner(model, device=device, batch_size=batch_size).analyze(faces)
+    """Analyse already aligned 112x112 RGB uint8 faces with `model`, on the model's device.
+
+    `backend` as for `SwinFaceRunner`; the model is not changed.
+    """
+    runner = SwinFaceRunner(
+        model, device=model_device(model), batch_size=batch_size, backend=backend
+    )
+    return runner.analyze(faces)
 
 
 __all__ = ["AlignedAnalysis", "SwinFaceRunner", "analyze_aligned", "as_face_batch", "probabilities"]

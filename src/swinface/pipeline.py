@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from swinface.decode import FaceAttributes
+from swinface.decode import FaceAttributes, cosine_similarity
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,4 @@ class FaceAnalyzer:
             yield p.result
 
 
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two embeddings."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+__all__ = ["Face", "FaceAnalyzer", "PhotoResult", "cosine_similarity"]

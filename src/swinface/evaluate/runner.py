@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from swinface.decode import cosine_similarity
 from swinface.evaluate.flip import can_flip, with_flip
 from swinface.evaluate.metrics import (
     GroupBreakdown,
@@ -113,9 +114,7 @@ def _verification(pairs, pair_index, faces, report: EvaluationReport, seed: int)
     for pair, (a, b) in zip(pairs, pair_index, strict=True):
         if faces[a] is None or faces[b] is None:
             continue
-        ea = np.asarray(faces[a].embedding, np.float64)
-        eb = np.asarray(faces[b].embedding, np.float64)
-        scores.append(float(ea @ eb / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-12)))
+        scores.append(cosine_similarity(faces[a].embedding, faces[b].embedding))
         same.append(bool(pair.same))
         folds.append(pair.fold)
     if len(scores) < len(pairs):

@@ -75,8 +75,12 @@ class SwinFace(nn.Module):
 
     @staticmethod
     def preprocess(faces: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB faces (B, 112, 112, 3) to the normalised float input (B, 3, 112, 112)."""
-        x = faces.permute(0, 3, 1, 2).float().div_(255.0)
+        """uint8 RGB faces (B, 112, 112, 3) to the normalised float32 input (B, 3, 112, 112).
+
+        `faces` is never changed, whatever its dtype (a float32 input is not copied by
+        `.float()`, so the first step must not work in place).
+        """
+        x = faces.permute(0, 3, 1, 2).float() / 255.0
         return x.sub_(INPUT_MEAN).div_(INPUT_STD)
 
 

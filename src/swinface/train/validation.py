@@ -13,6 +13,7 @@ import torch
 
 from swinface import tasks
 from swinface.data.store import FaceStore, open_store
+from swinface.decode import cosine_similarity, probabilities
 from swinface.evaluate import metrics
 from swinface.model import SwinFace, SwinFaceOutput
 
@@ -61,18 +62,18 @@ def identity_pairs(
 
 def store_figures(out: SwinFaceOutput, store: FaceStore) -> dict[str, float]:
     """Every figure the store's labels allow, named `<task>_<metric>`."""
-    slices = tasks.output_slices()
+    p = probabilities(out)
     labels, figures = store.labels, {}
     has = {name: store.has(name) for name in ("age", "gender", "expression", "attributes")}
     if has["age"].any():
-        pred = out.logits[:, slices["Age"]].squeeze(1).numpy()[has["age"]]
+        pred = p["Age"][has["age"]]
         age = metrics.age_metrics(pred, labels["age"][has["age"]])
         figures |= {"age_mae": age.mae, "age_cs5": age.cs}
     if has["gender"].any():
-        pred = out.logits[:, slices["Gender"]].argmax(1).numpy()[has["gender"]]
+        pred = p["Gender"].argmax(1)[has["gender"]]
         figures["gender_accuracy"] = float(np.mean(pred == labels["gender"][has["gender"]]))
     if has["expression"].any():
-        pred = out.logits[:, slices["Expression"]].argmax(1).numpy()[has["expression"]]
+        pred = p["Expression"].argmax(1)[has["expression"]]
         result = metrics.classification_metrics(
             pred, labels["expression"][has["expression"]], tasks.EXPRESSION_LABELS
         )
@@ -81,8 +82,7 @@ def store_figures(out: SwinFaceOutput, store: FaceStore) -> dict[str, float]:
             "expression_mean_class_accuracy": result.mean_class_accuracy,
         }
     if has["attributes"].any():
-        columns = [slices[tasks.output(a).name] for a in tasks.CELEBA_ATTRIBUTES]
-        prob = torch.stack([out.logits[:, s].softmax(1)[:, 1] for s in columns], 1).numpy()
+        prob = np.stack([p[tasks.output(a).name][:, 1] for a in tasks.CELEBA_ATTRIBUTES], 1)
         result = metrics.attribute_metrics(
             prob[has["attributes"]], labels["attributes"][has["attributes"]]
         )
@@ -91,8 +91,8 @@ def store_figures(out: SwinFaceOutput, store: FaceStore) -> dict[str, float]:
     if (identities >= 0).sum() >= 4 and len(np.unique(identities[identities >= 0])) >= 2:
         pairs, same = identity_pairs(identities)
         if same.any() and (~same).any():
-            emb = torch.nn.functional.normalize(out.embedding, dim=1).numpy()
-            scores = np.sum(emb[pairs[:, 0]] * emb[pairs[:, 1]], axis=1)
+            emb = p[tasks.RECOGNITION.name]
+            scores = cosine_similarity(emb[pairs[:, 0]], emb[pairs[:, 1]])
             folds = min(10, int(same.sum()), int((~same).sum()))
             figures["verification_auc"] = metrics.roc_auc(scores, same)
             if folds >= 2:

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from swinface import tasks
+from swinface.atomic import atomic_path
 from swinface.errors import SwinFaceError
 from swinface.model import SwinFace, SwinFaceConfig
 from swinface.model.heads import output_layout
@@ -270,9 +271,41 @@ def _first_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
+def published_checkpoint(model: SwinFace) -> dict[str, dict[str, torch.Tensor]]:
+    """The model as the published checkpoint holds it: every key the original code loads.
+
+    The original SwinFace code loads its checkpoint strictly, so besides the
+    model's weights this carries the backbone's unused `head` (zeros: the model
+    has no such layer) and the buffers Swin computes from its configuration
+    (`relative_position_index`, `attn_mask`). Floating tensors are float32 on the
+    CPU, as published, whatever the model's dtype and device.
+    """
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    sections = to_published(state, model.config)
+    backbone = sections["state_dict_backbone"]
+    width, dim = model.config.stage_dims[-1], model.config.embedding_dim
+    backbone["head.weight"] = torch.zeros(dim, width)
+    backbone["head.bias"] = torch.zeros(dim)
+    buffers = dict(model.named_buffers())
+    for key in _computed_published_keys(model):
+        # Computed buffers sit inside blocks, whose names the two layouts share.
+        backbone[key] = buffers["backbone.swin." + key].detach().clone()
+    return {
+        section: {
+            k: (v.float() if v.is_floating_point() else v).cpu().contiguous()
+            for k, v in tensors.items()
+        }
+        for section, tensors in sections.items()
+    }
+
+
 def save_published(model: SwinFace, path: str | Path) -> None:
-    """Write the model in the published checkpoint layout (for tools that expect it)."""
-    torch.save(to_published(model.state_dict(), model.config), Path(path))
+    """Write the model in the published checkpoint layout, loadable by the original code.
+
+    Written atomically (a unique temporary file, replaced into place).
+    """
+    with atomic_path(path) as tmp:
+        torch.save(published_checkpoint(model), tmp)
 
 
 def task_table_signature() -> list[list]:
@@ -288,7 +321,10 @@ def save_native(
     half: bool = False,
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Write the model as safetensors with its configuration and task table in the metadata."""
+    """Write the model as safetensors with its configuration and task table in the metadata.
+
+    Written atomically: a unique temporary file beside `path`, removed on failure.
+    """
     state = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu().contiguous()
@@ -303,9 +339,7 @@ def save_native(
         "name": name,
     }
     meta.update(metadata or {})
-    from swinface.atomic import atomic_path
-
-    with atomic_path(path) as tmp:  # a unique temporary file, normal permissions
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
 

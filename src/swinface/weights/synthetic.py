@@ -15,36 +15,26 @@ import numpy as np
 import torch
 
 from swinface.model import SwinFace, create_model
-from swinface.weights.formats import _UNUSED_PUBLISHED, _computed_published_keys, to_published
+from swinface.weights.formats import (
+    _UNUSED_PUBLISHED,
+    _computed_published_keys,
+    published_checkpoint,
+)
 
 
 def published_manifest(model: SwinFace | None = None) -> dict[str, dict[str, dict]]:
     """Every key of the published checkpoint with its shape, dtype and whether it is computed."""
     model = model or create_model("swinface_t")
-    sections = to_published(model.state_dict(), model.config)
-    width = model.config.stage_dims[-1]
-    sections["state_dict_backbone"].update(
-        {
-            "head.weight": torch.empty(model.config.embedding_dim, width),
-            "head.bias": torch.empty(model.config.embedding_dim),
-        }
-    )
-    manifest: dict[str, dict[str, dict]] = {}
     computed = _computed_published_keys(model)
-    for section, state in sections.items():
+    manifest: dict[str, dict[str, dict]] = {}
+    for section, state in published_checkpoint(model).items():
         manifest[section] = {
             k: {
                 "shape": list(v.shape),
                 "dtype": str(v.dtype).removeprefix("torch."),
-                "computed": False,
+                "computed": section == "state_dict_backbone" and k in computed,
             }
             for k, v in state.items()
-        }
-    for key, shape in computed.items():
-        manifest["state_dict_backbone"][key] = {
-            "shape": list(shape),
-            "dtype": "int64" if key.endswith("relative_position_index") else "float32",
-            "computed": True,
         }
     assert set(_UNUSED_PUBLISHED) <= set(manifest["state_dict_backbone"])
     return manifest
