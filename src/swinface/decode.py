@@ -56,6 +56,18 @@ def normalize_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(embeddings.float(), dim=-1)
 
 
+def unit_rows(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
+    """L2-normalise NumPy embeddings along the last axis (a zero vector stays zero).
+
+    The one NumPy normalisation in swinface: galleries, flip evaluation, teacher
+    targets and video tracks all go through it.
+    """
+    v = np.asarray(vectors)
+    if not np.issubdtype(v.dtype, np.floating):
+        v = v.astype(np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
 def _as_float64(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor, maybe bfloat16 or on a GPU
         x = x.detach().cpu().double().numpy()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from swinface.decode import unit_rows
 from swinface.tasks import RECOGNITION
 
 
@@ -43,7 +44,7 @@ class FlipRunner:
         raw = {name: value[:n] for name, value in both.raw.items()}
         summed = both.raw[RECOGNITION.name][:n] + both.raw[RECOGNITION.name][n:]
         raw[RECOGNITION.name] = summed
-        unit = summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+        unit = unit_rows(summed)
         decoded = [
             replace(face, embedding=e.astype(np.float32))
             for face, e in zip(both.faces[:n], unit, strict=True)

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from swinface.decode import unit_rows
+
 log = logging.getLogger(__name__)
 
 # Below this many embeddings exact search is about as fast as FAISS and always exact
@@ -22,8 +24,7 @@ DEFAULT_FAISS_MIN = 20_000
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
-    v = np.asarray(vectors, np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    return unit_rows(np.asarray(vectors, np.float32))
 
 
 class ExactIndex:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swinface.decode import unit_rows
 from swinface.teachers.base import Reading, Teacher, TeacherError
 from swinface.teachers.crops import crops_from_aligned
 
@@ -58,8 +59,7 @@ class TeacherModel:
 
 def _read(output, values: np.ndarray) -> np.ndarray:
     if output.reading is Reading.EMBEDDING:
-        norms = np.linalg.norm(values, axis=1, keepdims=True)
-        return values / np.maximum(norms, 1e-12)
+        return unit_rows(values)
     if output.reading is Reading.LOGITS:
         values = np.exp(values - values.max(axis=1, keepdims=True))
         values /= values.sum(axis=1, keepdims=True)

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from swinface.atomic import atomic_path
+from swinface.decode import cosine_similarity
 from swinface.teachers.base import (
     CheckResult,
     Crop,
@@ -87,7 +88,7 @@ def check(source: Path, converted: Path, faces: np.ndarray | None = None) -> Che
     }
     # The shipped graph has batch size 1.
     theirs = np.concatenate([reference.run(["fc1"], {**unused, "data": f[None]})[0] for f in x])
-    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    cos = cosine_similarity(ours, theirs)
     return CheckResult("least cosine similarity", float(cos.min()), TOLERANCE, True, len(x))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swinface.decode import unit_rows
 from swinface.video.source import VideoError
 from swinface.video.summary import Identity
 
@@ -49,7 +50,7 @@ class KnownFaces:
                 continue
             mean = np.mean(found, axis=0)
             names.append(person.name)
-            embeddings.append(mean / max(np.linalg.norm(mean), 1e-12))
+            embeddings.append(unit_rows(mean))
         if not names:
             raise VideoError(
                 f"{root}: no known faces found (expected one subfolder of photos per person)"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from swinface import tasks
-from swinface.decode import FaceAttributes
+from swinface.decode import FaceAttributes, unit_rows
 
 # Faces this size (pixels, shorter box side) or larger count as fully sharp for quality.
 _FULL_QUALITY_SIZE = 112.0
@@ -191,7 +191,7 @@ class TrackAccumulator:
         q = np.array([max(b[0], 1e-6) for b in self.best])
         e = np.stack([b[2] for b in self.best]).astype(np.float64)
         mean = (q[:, None] * e).sum(0)
-        return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+        return unit_rows(mean).astype(np.float32)
 
     def timeline(self) -> list[tuple[float, float, str]]:
         """Segments of constant expression, after a centred moving average over a few frames."""
