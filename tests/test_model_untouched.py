@@ -163,13 +163,6 @@ CASES = [
     pytest.param(
         entry,
         state,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="train.validation.evaluate_stores restores only the top-level mode "
-            "(should use swinface.model.borrowed.eval_mode)",
-        )
-        if (entry, state) == ("evaluate_stores", "one-submodule-training")
-        else (),
         id=f"{entry}-{state}",
     )
     for entry in ENTRY_POINTS

@@ -105,15 +105,13 @@ def evaluate_stores(
     model: SwinFace, stores: dict[str, str], *, device: torch.device | str = "cpu"
 ) -> dict[str, float]:
     """Figures on each named validation store, keyed `<store name>/<figure>`."""
+    from swinface.model.borrowed import eval_mode
+
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    try:
-        figures = {}
+    figures = {}
+    with eval_mode(model):  # restores every module's own mode afterwards
         for name, path in stores.items():
             store = open_store(path)
             for key, value in store_figures(run_store(model, store, device), store).items():
                 figures[f"{name}/{key}"] = value
-        return figures
-    finally:
-        model.train(was_training)
+    return figures
