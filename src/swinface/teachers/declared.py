@@ -143,7 +143,7 @@ FACEAPI_AGE_GENDER = Teacher(
         TeacherOutput("gender", "gender", Reading.PROBABILITIES, labels=convert_tfjs.GENDER_LABELS),
     ),
     install=FACEAPI_INSTALL,
-    reference="age MAE 4.54 years, gender 95% (face-api.js, UTK)",
+    reference="age MAE 4.54 years, gender 95% (published by face-api.js)",
 )
 
 DLIB_IDENTITY = Teacher(
