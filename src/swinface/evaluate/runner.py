@@ -86,15 +86,18 @@ def _tasks_for(task: str, samples: Sequence[Any], pairs: Sequence[Any], name: st
 
 def _analyse(images: _Images, analyzer: Any, progress: bool, name: str):
     """The main face of every image (None where it failed), and the failures."""
-    from tqdm.auto import tqdm
+    from swinface.progress import progress as report_progress
 
     faces: list[Any] = []
     failures: list[Failure] = []
-    results = analyzer.analyze_many(images.refs)
-    bar = tqdm(
-        results, total=len(images.refs), desc=f"evaluate {name}", unit="img", disable=not progress
+    results = report_progress(
+        analyzer.analyze_many(images.refs),
+        f"evaluate {name}",
+        "image",
+        total=len(images.refs),
+        enabled=progress,
     )
-    for source, result in zip(images.sources, bar, strict=False):
+    for source, result in zip(images.sources, results, strict=False):
         face = result.main_face() if result.error is None else None
         if result.error is not None:
             failures.append(Failure(source, f"unreadable: {result.error}"))

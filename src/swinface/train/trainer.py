@@ -355,7 +355,7 @@ class Trainer:
 
     def fit(self, max_steps: int | None = None) -> None:
         """Train to the configured number of steps (or `max_steps` more), checkpointing on the way."""
-        from tqdm import tqdm
+        from swinface.progress import Progress
 
         stop = (
             self.config.steps
@@ -365,9 +365,7 @@ class Trainer:
         images_per_step = (
             sum(t.batch_size for t in self.config.tasks.values()) * self.env.world_size
         )
-        bar = tqdm(
-            total=stop - self.step, disable=not self.env.is_main, unit="step", dynamic_ncols=True
-        )
+        bar = Progress(stop - self.step, "train", "step", enabled=self.env.is_main)
         started = time.perf_counter()
         try:
             for done, batch in enumerate(self.loader(), start=1):
@@ -375,8 +373,7 @@ class Trainer:
                 rate = done * images_per_step / (time.perf_counter() - started)
                 losses["images_per_s"] = rate
                 self.history.append({"step": self.step, **losses})
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{rate:.0f}")
+                bar.update(1)  # losses and images/s go to the log below
                 if self.env.is_main and (
                     self.step % self.config.log_every == 0 or self.step == stop
                 ):

@@ -127,8 +127,7 @@ def _annotate_target(annotate: str | None, video: str, count: int) -> Path | Non
 
 def analyze_videos(analyzer, videos: Sequence[str], args: argparse.Namespace) -> int:
     """`swinface analyze` on video files: JSON Lines on stdout; returns how many failed."""
-    from tqdm import tqdm
-
+    from swinface.progress import Progress
     from swinface.video.analyze import FrameResult, VideoSummary, analyze_video
     from swinface.video.source import VideoError, VideoFile
     from swinface.video.summary import TrackResult
@@ -142,7 +141,7 @@ def analyze_videos(analyzer, videos: Sequence[str], args: argparse.Namespace) ->
             probe.close()
         except VideoError:
             total = None  # reported below, by the same code path as every other error
-        progress = tqdm(total=total, unit="frame", desc=Path(video).name, file=sys.stderr)
+        progress = Progress(total, Path(video).name, "frame")
         events = analyze_video(
             analyzer,
             video,
@@ -155,13 +154,13 @@ def analyze_videos(analyzer, videos: Sequence[str], args: argparse.Namespace) ->
         )
         for event in events:
             if isinstance(event, FrameResult):
-                progress.update(event.index + 1 - progress.n)
+                progress.update(event.index + 1 - progress.count)
                 if args.frames:
                     _emit(event.to_dict(include_embedding=args.embeddings))
             elif isinstance(event, TrackResult):
                 _emit(event.to_dict(include_embedding=args.embeddings))
             elif isinstance(event, VideoSummary):
-                progress.update(max(0, event.frames_read - progress.n))
+                progress.update(max(0, event.frames_read - progress.count))
                 progress.close()
                 _report(event, failed)
     for error in failed:
