@@ -79,8 +79,6 @@ def export_onnx(
     `normalised_input` it takes the model's own float input (N, 3, 112, 112).
     The model itself is not changed (the export runs on a float32 CPU copy).
     """
-    import onnx
-
     path = Path(path)
     digest = model_digest(model)
     # The tracer restores the wrapper's mode after export: a fresh wrapper is in training
@@ -93,7 +91,6 @@ def export_onnx(
         if normalised_input
         else torch.zeros((2, 112, 112, 3), dtype=torch.uint8)
     )
-    dynamic = {name: {0: "batch"} for name in (ONNX_INPUT, *ONNX_OUTPUTS)}
     info = getattr(model, "weights_info", None)
     metadata = {
         "format": GRAPH_FORMAT,
@@ -105,24 +102,58 @@ def export_onnx(
     }
     if info and info.verify_threshold is not None:
         metadata["verify_threshold"] = str(info.verify_threshold)
+    write_traced_graph(
+        wrapper,
+        example,
+        path,
+        input_name=ONNX_INPUT,
+        output_names=ONNX_OUTPUTS,
+        opset=opset,
+        metadata=metadata,
+    )
+    log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+def write_traced_graph(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    *,
+    input_name: str,
+    output_names: tuple[str, ...] | list[str],
+    opset: int,
+    metadata: dict[str, str],
+    check: bool = False,
+) -> Path:
+    """Trace `module` (already in eval mode, on CPU) into an ONNX graph with a dynamic batch,
+    with `metadata` in the graph, written atomically; returns the path.
+
+    The one ONNX writer in swinface: the model's export and the teacher converters use it.
+    """
+    import onnx
+
+    path = Path(path)
+    dynamic = {name: {0: "batch"} for name in (input_name, *output_names)}
     with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notes on Python-side shape arithmetic
             torch.onnx.export(
-                wrapper,
+                module,
                 (example,),
                 str(tmp),
                 dynamo=False,
-                input_names=[ONNX_INPUT],
-                output_names=list(ONNX_OUTPUTS),
+                input_names=[input_name],
+                output_names=list(output_names),
                 dynamic_axes=dynamic,
                 opset_version=opset,
             )
         graph = onnx.load(str(tmp))
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
+        if check:
+            onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
-    log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 
 

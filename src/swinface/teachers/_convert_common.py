@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swinface.atomic import atomic_path
 from swinface.errors import SwinFaceError
 
 log = logging.getLogger(__name__)
@@ -96,29 +94,18 @@ def export_graph(
 
     `metadata` values that are not strings are stored as JSON.
     """
-    import onnx
+    from swinface.export import write_traced_graph
 
     out = Path(out)
-    module = module.float().cpu().eval()
-    dynamic = {name: {0: "batch"} for name in (input_name, *output_names)}
-    with atomic_path(out) as tmp:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the tracer's notes on Python-side shape arithmetic
-            torch.onnx.export(
-                module,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                input_names=[input_name],
-                output_names=list(output_names),
-                dynamic_axes=dynamic,
-                opset_version=ONNX_OPSET,
-            )
-        graph = onnx.load(str(tmp))
-        for key, value in metadata.items():
-            text = value if isinstance(value, str) else json.dumps(value)
-            graph.metadata_props.add(key=key, value=text)
-        onnx.checker.check_model(graph)
-        onnx.save(graph, str(tmp))
+    write_traced_graph(
+        module.float().cpu().eval(),
+        example,
+        out,
+        input_name=input_name,
+        output_names=list(output_names),
+        opset=ONNX_OPSET,
+        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
+        check=True,
+    )
     log.info("wrote %s (%.2f MB)", out, out.stat().st_size / 1e6)
     return out
