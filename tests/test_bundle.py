@@ -132,3 +132,23 @@ def test_unpack_refuses_existing_stores_without_overwrite(stores, tmp_path, caps
     assert main(["bundle", "unpack", str(bundle), str(out), "--overwrite"]) == 0
     _assert_same_store(stores[1], out / "grey", max_error=6.0)
     assert main(["bundle", "pack", str(stores[0]), str(bundle)]) != 0  # bundle exists
+
+
+def test_small_grey_faces_travel_at_their_native_size(tmp_path):
+    """FER2013-like faces (48x48 grey enlarged by prepare) shrink to 48 and come back close."""
+    from swinface.vision.align import resize_face
+
+    rng = np.random.default_rng(3)
+    writer = StoreWriter(tmp_path / "fer", capacity=6)
+    for i in range(6):
+        small = cv2.resize(rng.integers(0, 255, (12, 12), dtype=np.uint8), (48, 48))
+        writer.add(resize_face(small), f"{i}.png", expression=i)
+    store = writer.close()
+    full = pack([store.path], tmp_path / "full", quality=90)
+    native = pack([store.path], tmp_path / "native", quality=90, grey_size=48)
+    assert native.stores[0]["face_bytes"] < full.stores[0]["face_bytes"] / 2
+    unpack(tmp_path / "native", tmp_path / "out")
+    error = _assert_same_store(store.path, tmp_path / "out" / "fer", max_error=6.0)
+    assert error < 3.0
+    faces = open_store(tmp_path / "out" / "fer").faces
+    assert (faces[..., 0] == faces[..., 2]).all()

@@ -1158,6 +1158,9 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
     pk.add_argument("--part-mib", type=float, default=60.0, help="largest part, in MiB")
     pk.add_argument("--quality", type=int, default=90, help="JPEG or WebP quality, 1-100")
     pk.add_argument("--codec", choices=("jpeg", "webp"), default="jpeg", help="face codec")
+    pk.add_argument(
+        "--grey-size", type=int, default=None, help="store grey faces at this size (FER2013: 48)"
+    )
     pk.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     up = sub.add_parser("unpack", help="check every part and write the stores back")
     up.add_argument("bundle", help="a bundle folder from `swinface bundle pack`")
@@ -1179,6 +1182,7 @@ def _bundle(args: argparse.Namespace) -> int:
             part_mib=args.part_mib,
             quality=args.quality,
             codec=args.codec,
+            grey_size=args.grey_size,
             overwrite=args.overwrite,
         )
         for part in report.parts:

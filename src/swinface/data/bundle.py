@@ -68,12 +68,24 @@ def store_digests(path: str | Path) -> tuple[str, str | None]:
 # ---------------------------------------------------------------- face codec
 
 
-def encode_face(face: np.ndarray, quality: int, codec: str = "jpeg") -> bytes:
-    """Encode one RGB uint8 face; grey faces (equal channels) as one channel."""
+def is_grey(face: np.ndarray) -> bool:
+    return bool((face[..., 0] == face[..., 1]).all() and (face[..., 1] == face[..., 2]).all())
+
+
+def encode_face(
+    face: np.ndarray, quality: int, codec: str = "jpeg", grey_size: int | None = None
+) -> bytes:
+    """Encode one RGB uint8 face; grey faces (equal channels) as one channel.
+
+    With `grey_size`, grey faces are first shrunk to that size (FER2013's
+    native 48), and `decode_face` enlarges them back as `swinface prepare` did.
+    """
     import cv2
 
-    grey = bool((face[..., 0] == face[..., 1]).all() and (face[..., 1] == face[..., 2]).all())
+    grey = is_grey(face)
     image = face[..., 0] if grey else cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
+    if grey and grey_size and grey_size < FACE_SHAPE[0]:
+        image = cv2.resize(image, (grey_size, grey_size), interpolation=cv2.INTER_AREA)
     flag = cv2.IMWRITE_JPEG_QUALITY if codec == "jpeg" else cv2.IMWRITE_WEBP_QUALITY
     ok, data = cv2.imencode(CODECS[codec], np.ascontiguousarray(image), [flag, int(quality)])
     if not ok:
@@ -89,6 +101,9 @@ def decode_face(data: bytes, where: str) -> np.ndarray:
     if image is None:
         raise BundleError(f"{where}: a face could not be decoded")
     if image.ndim == 2:
+        if image.shape[0] == image.shape[1] < FACE_SHAPE[0]:
+            # the same enlargement as `resize_face` gives a small grey crop in `prepare`
+            image = cv2.resize(image, FACE_SHAPE[:2], interpolation=cv2.INTER_LINEAR)
         image = np.repeat(image[..., None], 3, axis=2)
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -253,6 +268,7 @@ def pack(
     part_mib: float = 60.0,
     quality: int = 90,
     codec: str = "jpeg",
+    grey_size: int | None = None,
     overwrite: bool = False,
 ) -> PackReport:
     """Pack face `stores` (with their targets, if any) into the bundle folder `out`."""
@@ -260,6 +276,8 @@ def pack(
     out = Path(out)
     if codec not in CODECS:
         raise BundleError(f"codec {codec!r}: use one of {', '.join(CODECS)}")
+    if grey_size is not None and not 8 <= grey_size <= FACE_SHAPE[0]:
+        raise BundleError(f"grey size {grey_size}: must be between 8 and {FACE_SHAPE[0]}")
     if not 1 <= quality <= 100:
         raise BundleError(f"quality {quality}: must be between 1 and 100")
     limit = int(part_mib * 2**20)
@@ -293,8 +311,8 @@ def pack(
                 with tempfile.TemporaryFile() as blob:
                     for i in range(len(store)):
                         face = np.asarray(store.faces[i])
-                        data = encode_face(face, quality, codec)
-                        grey += int((face[..., 0] == face[..., 2]).all())
+                        data = encode_face(face, quality, codec, grey_size)
+                        grey += int(is_grey(face))
                         blob.write(data)
                         offsets[i + 1] = offsets[i] + len(data)
                     blob.seek(0)
@@ -317,6 +335,7 @@ def pack(
             "version": BUNDLE_VERSION,
             "codec": codec,
             "quality": quality,
+            "grey_size": grey_size,
             "part_limit_bytes": limit,
             "parts": writer.parts,
             "stores": entries,
