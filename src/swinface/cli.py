@@ -1146,6 +1146,60 @@ def _distill_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- bundle
+
+
+def _bundle_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    pk = sub.add_parser("pack", help="pack face stores (with their targets) into parts")
+    pk.add_argument(
+        "paths", nargs="+", metavar="STORE ... OUT_DIR", help="stores, then the bundle folder"
+    )
+    pk.add_argument("--part-mib", type=float, default=60.0, help="largest part, in MiB")
+    pk.add_argument("--quality", type=int, default=90, help="JPEG or WebP quality, 1-100")
+    pk.add_argument("--codec", choices=("jpeg", "webp"), default="jpeg", help="face codec")
+    pk.add_argument(
+        "--grey-size", type=int, default=None, help="store grey faces at this size (FER2013: 48)"
+    )
+    pk.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    up = sub.add_parser("unpack", help="check every part and write the stores back")
+    up.add_argument("bundle", help="a bundle folder from `swinface bundle pack`")
+    up.add_argument("stores_dir", help="folder to write the stores into")
+    up.add_argument("--overwrite", action="store_true", help="replace existing stores")
+
+
+@command("bundle", "pack face stores into checksummed parts, or unpack them", _bundle_args)
+def _bundle(args: argparse.Namespace) -> int:
+    from swinface.data import bundle
+
+    if args.action == "pack":
+        if len(args.paths) < 2:
+            raise CliError("bundle pack: give at least one STORE and then OUT_DIR")
+        *stores, out = args.paths
+        report = bundle.pack(
+            stores,
+            out,
+            part_mib=args.part_mib,
+            quality=args.quality,
+            codec=args.codec,
+            grey_size=args.grey_size,
+            overwrite=args.overwrite,
+        )
+        for part in report.parts:
+            print(f"  {part['file']}: {part['bytes']} bytes")
+        for s in report.stores:
+            print(
+                f"  {s['name']}: {s['count']} faces, {s['face_bytes'] / max(s['count'], 1):.0f} bytes/face"
+            )
+        print(
+            f"{report.path}: {report.total_bytes} bytes in {len(report.parts)} parts, {report.seconds:.1f} s"
+        )
+        return 0
+    for path in bundle.unpack(args.bundle, args.stores_dir, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 # ---------------------------------------------------------------- serve
 
 
