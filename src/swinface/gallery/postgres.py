@@ -9,9 +9,6 @@ committed.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from swinface.gallery.store import SQLStore
@@ -33,37 +30,15 @@ class PostgresStore(SQLStore):
             ) from err
         self._psycopg = psycopg
         self.url = url
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
+        self._init_connections()
         with self._transaction() as cur:
             # One schema creation at a time when several processes start together.
             cur.execute("SELECT pg_advisory_xact_lock(4242001)")
             for statement in self._schema():
                 cur.execute(statement)
 
-    def _connection(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._psycopg.connect(self.url, autocommit=False)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        conn = self._connection()
-        cur = conn.cursor()
-        try:
-            yield cur
-        except BaseException:
-            conn.rollback()
-            raise
-        else:
-            conn.commit()
-        finally:
-            cur.close()
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self.url, autocommit=False)
 
     def _is_unique_violation(self, err: Exception) -> bool:
         return isinstance(err, self._psycopg.errors.UniqueViolation)
@@ -77,10 +52,3 @@ class PostgresStore(SQLStore):
             )
             orphans = cur.fetchone()[0]
         return "ok" if orphans == 0 else f"{orphans} embeddings without a subject"
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()

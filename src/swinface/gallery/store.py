@@ -194,12 +194,52 @@ class SQLStore(GalleryStore):
             "CREATE INDEX IF NOT EXISTS embeddings_by_subject ON embeddings (gallery, subject_id)",
         ]
 
-    # -- connection handling, per subclass
+    # Statement that opens a write transaction, where the driver does not open one itself.
+    begin: str | None = None
+
+    # -- connection handling: one connection per thread; subclasses say how to open one
+
+    def _init_connections(self) -> None:
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
 
     @abstractmethod
+    def _connect(self) -> Any:
+        """A new DB-API connection, set up for this store."""
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(conn, "closed", False):
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         """A cursor inside one transaction: committed when the block ends, rolled back on error."""
+        conn = self._connection()
+        cur = conn.cursor()
+        if self.begin:
+            cur.execute(self.begin)
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
 
     @abstractmethod
     def _is_unique_violation(self, err: Exception) -> bool: ...
@@ -458,43 +498,23 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._init_connections()
         with self._transaction() as cur:
             for statement in self._schema():
                 cur.execute(statement)
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # Autocommit mode; transactions are opened explicitly with BEGIN IMMEDIATE.
-            conn = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA secure_delete=ON")
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+    # Autocommit mode; write transactions are opened explicitly, taking the lock at once.
+    begin = "BEGIN IMMEDIATE"
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        conn = self._connection()
-        cur = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            yield cur
-        except BaseException:
-            conn.rollback()
-            raise
-        else:
-            conn.commit()
-        finally:
-            cur.close()
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA secure_delete=ON")
+        return conn
 
     def _is_unique_violation(self, err: Exception) -> bool:
         return isinstance(err, sqlite3.IntegrityError) and "UNIQUE" in str(err)
@@ -505,13 +525,6 @@ class SQLiteStore(SQLStore):
 
     def integrity_check(self) -> str:
         return str(self._connection().execute("PRAGMA integrity_check").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
 
 
 def open_store(spec: str | Path, data_dir: str | Path | None = None) -> GalleryStore:
