@@ -670,6 +670,27 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace a different file already imported under the same name",
     )
+    c = sub.add_parser(
+        "compact",
+        help="write weights as int8 per output channel (a quarter of the size), optionally in "
+        "checksummed parts, and measure how the int8 model agrees with the float one",
+        formatter_class=_HelpFormatter,
+    )
+    c.add_argument("weights", help="a weights file or registered name")
+    c.add_argument("out_dir", help="folder for the int8 file, its parts and agreement.json")
+    c.add_argument("--name", default="", help="the weights' name (default: the file's stem)")
+    c.add_argument(
+        "--parts-mib", type=float, default=0, help="also cut the file into parts of this size"
+    )
+    c.add_argument(
+        "--check",
+        nargs="*",
+        default=[],
+        metavar="STORE",
+        help="face stores whose faces measure the agreement (embedding cosine, expression, "
+        "gender, attributes, age)",
+    )
+    c.add_argument("--check-faces", type=int, default=2000, help="faces taken from each store")
 
 
 @command("weights", "list, download or import named weights", _weights_args)
@@ -696,7 +717,34 @@ def _weights(args: argparse.Namespace) -> int:
     if args.action == "download":
         print(dl.download(args.name, force=args.force))
         return EXIT_OK
+    if args.action == "compact":
+        return _compact(args)
     return _import(args)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from swinface.data.store import open_store
+    from swinface.weights.compact import compact
+
+    faces = None
+    if args.check:
+        rng = np.random.default_rng(0)
+        chosen = []
+        for folder in args.check:
+            store = open_store(folder)
+            take = np.sort(rng.permutation(len(store))[: args.check_faces])
+            chosen.append(np.asarray(store.faces[take]))
+        faces = np.concatenate(chosen)
+    part_bytes = int(args.parts_mib * 2**20) if args.parts_mib else None
+    path, figures = compact(
+        args.weights, args.out_dir, name=args.name, part_bytes=part_bytes, check_faces=faces
+    )
+    print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    if figures is not None:
+        print(" ".join(f"{k}={v:.4g}" for k, v in figures.as_dict().items()))
+    return EXIT_OK
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -1022,6 +1070,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="stop after this many more steps (a resumable chunk)",
     )
     p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop (with a checkpoint) after this many minutes of training: a resumable chunk",
+    )
+    p.add_argument(
         "--no-resume",
         action="store_true",
         help="start afresh even if the output folder has checkpoints",
@@ -1038,12 +1092,16 @@ def _train(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         raise CliError(f"{args.config}: no such file")
     _positive("--max-steps", args.max_steps)
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise CliError(f"--max-minutes: must be above 0, got {args.max_minutes}")
     from swinface.train.config import load_config
     from swinface.train.trainer import train
 
     overrides = {"output_dir": args.output_dir} if args.output_dir else None
     config = load_config(args.config, overrides)
-    trainer = train(config, resume=not args.no_resume, max_steps=args.max_steps)
+    trainer = train(
+        config, resume=not args.no_resume, max_steps=args.max_steps, max_minutes=args.max_minutes
+    )
     if trainer.env.is_main:
         print(
             f"step {trainer.step} of {config.steps}; checkpoints in {config.output_dir}/checkpoints"

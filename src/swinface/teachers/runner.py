@@ -10,6 +10,8 @@ from swinface.decode import unit_rows
 from swinface.teachers.base import Reading, Teacher, TeacherError
 from swinface.teachers.crops import crops_from_aligned
 
+BATCH = 32  # faces per ONNX Runtime call
+
 
 class TeacherModel:
     """One teacher's graph in ONNX Runtime.
@@ -29,6 +31,7 @@ class TeacherModel:
         self.teacher = teacher
         self.path = Path(path)
         options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = False  # batch sizes vary: an arena only grows
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
@@ -46,7 +49,17 @@ class TeacherModel:
     def tasks(self) -> tuple[str, ...]:
         return self.teacher.tasks
 
-    def predict(self, faces: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH) -> dict[str, np.ndarray]:
+        """Outputs for `faces`, run `batch_size` at a time: ONNX Runtime keeps an arena
+        sized for the largest batch it has seen, so one call on a store's whole chunk
+        would hold gigabytes of activations."""
+        parts = [
+            self._predict(faces[start : start + batch_size])
+            for start in range(0, len(faces), batch_size)
+        ]
+        return {task: np.concatenate([p[task] for p in parts]) for task in parts[0]}
+
+    def _predict(self, faces: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {
             i.name: i.preprocess(crops_from_aligned(faces, i.crop)) for i in self.teacher.inputs
         }

@@ -34,6 +34,7 @@ class Source:
     weight: float
     usable: np.ndarray | None  # indices of the samples that take part; None: all of them
     identity_offset: int = 0
+    teacher: dict[str, np.ndarray] | None = None  # batch key -> this store's teacher targets
 
     def draw(self, rng: np.random.Generator) -> int:
         count = len(self.store) if self.usable is None else len(self.usable)
@@ -96,7 +97,62 @@ class MultiTaskBatches(torch.utils.data.Dataset):
                     self.num_identities += int(store.labels["identity"].max()) + 1
                 sources.append(source)
             self.sources[task] = sources
+        self.teacher_keys = self._open_targets(config, stores)
         self._augmenters: dict[str, object] = {}
+
+    def _open_targets(self, config: TrainConfig, stores: dict[str, FaceStore]) -> dict[str, tuple]:
+        """The teacher targets the `distill` losses need, per store marked `targets: true`.
+
+        Returns each batch key's row shape and dtype (`teacher_embedding/<name>`,
+        `teacher_expression`, `teacher_gender`, `teacher_age`); rows of faces from
+        stores without targets are NaN in the batch.
+        """
+        from swinface.data.targets import TargetsError, open_targets
+
+        distill = config.distill
+        if not distill.active:
+            return {}
+        wanted: dict[str, tuple[str, str]] = {}  # batch key -> (teacher, array)
+        if distill.embedding is not None:
+            for name in distill.embedding.teachers:
+                wanted[f"teacher_embedding/{name}"] = (name, "embedding")
+        for task in ("expression", "gender", "age"):
+            soft = getattr(distill, task)
+            if soft is not None:
+                wanted[f"teacher_{task}"] = (soft.teacher, task)
+        per_store: dict[str, dict[str, np.ndarray]] = {}
+        for task, task_config in config.tasks.items():
+            for src, source in zip(task_config.sources, self.sources[task], strict=True):
+                if not src.targets:
+                    continue
+                if src.store not in per_store:
+                    targets = open_targets(stores[src.store])
+                    arrays = {}
+                    for key, (teacher, array) in wanted.items():
+                        bucket = (
+                            targets.ensemble
+                            if teacher == "ensemble"
+                            else targets.teachers.get(teacher, {})
+                        )
+                        if array not in bucket:
+                            have = sorted(
+                                f"{t}/{a}" for t, arrs in targets.teachers.items() for a in arrs
+                            )
+                            raise TargetsError(
+                                f"{targets.path / 'meta.json'}: no {teacher} {array} targets "
+                                f"(the store has {', '.join(have) or 'none'}); run `swinface "
+                                f"distill-targets {src.store} --teachers ...` with {teacher}"
+                            )
+                        arrays[key] = bucket[array]
+                    per_store[src.store] = arrays
+                source.teacher = per_store[src.store]
+        shapes: dict[str, tuple] = {}
+        for arrays in per_store.values():
+            for key, values in arrays.items():
+                shape = values.shape[1:]
+                if shapes.setdefault(key, shape) != shape:
+                    raise ValueError(f"{key}: teacher targets of different shapes across stores")
+        return shapes
 
     def __len__(self) -> int:
         return self.config.steps
@@ -135,7 +191,12 @@ class MultiTaskBatches(torch.utils.data.Dataset):
             images.append(face)
             self._add_labels(labels, task, source, i)
         attributes = np.stack(labels["attributes"]).astype(np.int64)
+        teacher = {
+            key: torch.from_numpy(self._teacher_rows(key, shape, picks))
+            for key, shape in self.teacher_keys.items()
+        }
         return {
+            **teacher,
             "images": torch.stack(images).contiguous(),
             "identity": torch.tensor(labels["identity"], dtype=torch.long),
             "age": torch.tensor(labels["age"], dtype=torch.float32),
@@ -143,6 +204,15 @@ class MultiTaskBatches(torch.utils.data.Dataset):
             "expression": torch.tensor(labels["expression"], dtype=torch.long),
             "attributes": torch.from_numpy(attributes),
         }
+
+    def _teacher_rows(self, key: str, shape: tuple, picks: list) -> np.ndarray:
+        """(N, *shape) float32 teacher targets of the step's faces; NaN where a store has none."""
+        rows = np.full((len(picks), *shape), np.nan, dtype=np.float32)
+        for row, (task, k, i) in enumerate(picks):
+            teacher = self.sources[task][k].teacher
+            if teacher is not None:
+                rows[row] = teacher[key][i]
+        return rows
 
     @staticmethod
     def _add_labels(labels: dict[str, list], task: str, source: Source, i: int) -> None:

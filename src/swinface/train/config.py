@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -23,6 +24,9 @@ class SourceConfig:
 
     store: str
     weight: float = 1.0
+    # Read the teacher targets beside this store (`swinface distill-targets`) for the
+    # `distill` losses; its faces then learn from the teachers whatever task drew them.
+    targets: bool = False
 
 
 @dataclass
@@ -54,6 +58,47 @@ class OptimConfig:
 
 
 @dataclass
+class EmbeddingDistillConfig:
+    """Identity from teacher embeddings: a projection of the student's embedding into each
+    teacher's space matched by cosine, and the batch's face-to-face cosines matched as a whole."""
+
+    teachers: list[str] = field(default_factory=list)
+    weight: float = 1.0  # 1 - cos(projection(student), teacher), per teacher
+    relation_weight: float = 1.0  # squared error between the batch's two similarity matrices
+
+
+@dataclass
+class SoftTargetConfig:
+    """One output learned from a teacher where the batch has no label for it."""
+
+    teacher: str = "ensemble"  # a teacher's name, or `ensemble` (the mean of the store's teachers)
+    weight: float = 1.0
+    temperature: float = 1.0  # softens both distributions (classes); unused for age
+
+
+@dataclass
+class DistillConfig:
+    embedding: EmbeddingDistillConfig | None = None
+    expression: SoftTargetConfig | None = None
+    gender: SoftTargetConfig | None = None
+    age: SoftTargetConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("expression", "gender", "age"):
+            soft = getattr(self, name)
+            if soft is not None and soft.temperature <= 0:
+                raise ConfigError(
+                    f"distill.{name}.temperature: must be above 0, got {soft.temperature}"
+                )
+        if self.embedding is not None and not self.embedding.teachers:
+            raise ConfigError("distill.embedding.teachers: name at least one teacher")
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs; `swinface train CONFIG.yaml` reads one of these."""
 
@@ -75,6 +120,7 @@ class TrainConfig:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     identity_loss: IdentityLossConfig = field(default_factory=IdentityLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASK_NAMES)
@@ -91,6 +137,13 @@ class TrainConfig:
                 raise ConfigError(
                     f"tasks.{name}.batch_size: must be at least 1, got {task.batch_size}"
                 )
+        if self.distill.active and not any(
+            src.targets for task in self.tasks.values() for src in task.sources
+        ):
+            raise ConfigError(
+                "distill: no source reads teacher targets; mark the stores that have them "
+                "with `targets: true`"
+            )
         if self.precision not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"precision: expected auto, float32, bfloat16 or float16, got {self.precision!r}"
@@ -146,6 +199,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
 def _convert(hint: Any, value: Any, path: str) -> Any:
     origin = getattr(hint, "__origin__", None)
     args = getattr(hint, "__args__", ())
+    if isinstance(hint, types.UnionType) and type(None) in args:  # `X | None`
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _convert(hint, value, path)
     if is_dataclass(hint):
         return _build(hint, value, path)
     if origin is list and args and is_dataclass(args[0]):

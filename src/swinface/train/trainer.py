@@ -195,11 +195,19 @@ class Trainer:
                 sample_rate=idl.sample_rate,
                 seed=config.seed,
             ).to(self.env.device)
+        self.distill: nn.Module | None = None
+        if config.distill.active:
+            from swinface.train.distill import DistillationLoss
+
+            self.distill = DistillationLoss(
+                config.distill, self.model.config.embedding_dim, self.data.teacher_keys
+            ).to(self.env.device)
         self.ddp_model: nn.Module = self.model
         if self.env.world_size > 1:
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         extra = list(self.partial_fc.parameters()) if self.partial_fc else []
+        extra += list(self.distill.parameters()) if self.distill is not None else []
         o = config.optim
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, extra, config), lr=o.lr, betas=o.betas
@@ -235,8 +243,13 @@ class Trainer:
         """Freeze the parameters no configured task trains (the embedding head without an
         identity task; MLCA and the task heads with only identity): DistributedDataParallel
         would otherwise wait for their gradients forever, and the optimizer skips them."""
-        outputs = {"embedding"} if "identity" in self.config.tasks else set()
-        if any(t != "identity" for t in self.config.tasks):
+        distill = self.config.distill
+        outputs = set()
+        if "identity" in self.config.tasks or distill.embedding is not None:
+            outputs.add("embedding")
+        if any(t != "identity" for t in self.config.tasks) or any(
+            (distill.expression, distill.gender, distill.age)
+        ):
             outputs.add("logits")
         unused = unused_parameters(self.model, outputs)
         parameters = dict(self.model.named_parameters())
@@ -289,6 +302,12 @@ class Trainer:
             weight = self.config.tasks["identity"].loss_weight
             total = total + weight * identity_loss
             parts = {**parts, "identity": float(identity_loss.detach())}
+        if self.distill is not None:
+            distill_loss, distill_parts = self.distill(
+                out.embedding, out.logits, batch, self.step, self.config.steps
+            )
+            total = total + distill_loss
+            parts = {**parts, **distill_parts}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         return total, parts
@@ -296,6 +315,7 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation step on one mixed batch; returns the losses and learning rates."""
         total, parts = self.forward_backward(batch)
+        self._reduce_distill_gradients()
         self.scaler.unscale_(self.optimizer)
         grad_norm = self._clip_gradients()
         rates = {g["role"]: g["lr"] for g in self.optimizer.param_groups}
@@ -311,6 +331,17 @@ class Trainer:
             "lr_backbone": rates.get("backbone", 0.0),
         }
 
+    def _reduce_distill_gradients(self) -> None:
+        """Average the distillation projections' gradients across ranks (they live outside
+        DistributedDataParallel, and must stay the same on every rank)."""
+        if self.distill is None or self.env.world_size == 1:
+            return
+        for p in self.distill.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.env.world_size
+
     def _clip_gradients(self) -> torch.Tensor:
         """Clip the global gradient norm, counting every rank's Partial FC shard once.
 
@@ -318,7 +349,9 @@ class Trainer:
         the shards' are not, so their squared norms are summed across ranks and
         every rank scales by the same factor (else the replicas would drift).
         """
-        model_grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        replicated = list(self.model.parameters())
+        replicated += list(self.distill.parameters()) if self.distill is not None else []
+        model_grads = [p.grad for p in replicated if p.grad is not None]
         shard_grads = (
             [p.grad for p in self.partial_fc.parameters() if p.grad is not None]
             if self.partial_fc is not None
@@ -353,8 +386,9 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.config.seed),
         )
 
-    def fit(self, max_steps: int | None = None) -> None:
-        """Train to the configured number of steps (or `max_steps` more), checkpointing on the way."""
+    def fit(self, max_steps: int | None = None, max_minutes: float | None = None) -> None:
+        """Train to the configured number of steps (or `max_steps` more, or for `max_minutes`
+        of wall time), checkpointing on the way and where it stops."""
         from swinface.progress import Progress
 
         stop = (
@@ -368,8 +402,11 @@ class Trainer:
         bar = Progress(stop - self.step, "train", "step", enabled=self.env.is_main)
         started = time.perf_counter()
         try:
+            deadline = None if max_minutes is None else started + 60 * max_minutes
             for done, batch in enumerate(self.loader(), start=1):
                 losses = self.train_step(batch)
+                if deadline is not None and self._past(deadline):
+                    stop = self.step
                 rate = done * images_per_step / (time.perf_counter() - started)
                 losses["images_per_s"] = rate
                 self.history.append({"step": self.step, **losses})
@@ -387,6 +424,13 @@ class Trainer:
         finally:
             bar.close()
             self.close()
+
+    def _past(self, deadline: float) -> bool:
+        """Whether the time is up, as rank 0 sees it (so that every rank stops at one step)."""
+        late = torch.tensor(float(time.perf_counter() >= deadline), device=self.env.device)
+        if self.env.world_size > 1:
+            dist.broadcast(late, src=0)
+        return bool(late.item())
 
     def _log(self, losses: dict[str, float]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -446,6 +490,8 @@ class Trainer:
 
     def _checkpoint_files(self) -> list[str]:
         files = ["model.safetensors"]
+        if self.distill is not None:
+            files.append("distill.safetensors")
         for rank in range(self.env.world_size):
             files.append(f"state_rank{rank}.pt")
             if self.partial_fc is not None:
@@ -497,6 +543,12 @@ class Trainer:
                         "step": str(self.step),
                     },
                 )
+            if self.distill is not None:
+                heads = {
+                    k: v.detach().cpu().contiguous() for k, v in self.distill.state_dict().items()
+                }
+                with atomic_path(path / "distill.safetensors") as tmp:
+                    save_file(heads, str(tmp))
             write_manifest(path, self.step, self.env.world_size, self._checkpoint_files())
             atomic_write_text(path.parent / POINTER, path.name)
         self._barrier()
@@ -526,6 +578,14 @@ class Trainer:
                 device=str(self.env.device),
             )
             self.partial_fc.load_state_dict(shard)
+        if self.distill is not None:
+            heads = path / "distill.safetensors"
+            if not heads.is_file():
+                raise ResumeError(
+                    f"{heads}: missing; this checkpoint was written without distillation, "
+                    "resume it with the config it was written with"
+                )
+            self.distill.load_state_dict(load_file(str(heads), device=str(self.env.device)))
         state = torch.load(
             path / f"state_rank{self.env.rank}.pt", map_location="cpu", weights_only=True
         )
@@ -539,12 +599,18 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
 
-def train(config: TrainConfig, *, resume: bool = True, max_steps: int | None = None) -> Trainer:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = True,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+) -> Trainer:
     """Run (or continue) training as `config` says; the process group comes from the environment."""
     env = setup_distributed()
     with Trainer(config, env) as trainer:
         latest = trainer.latest_checkpoint() if resume else None
         if latest is not None:
             trainer.load_checkpoint(latest)
-        trainer.fit(max_steps=max_steps)
+        trainer.fit(max_steps=max_steps, max_minutes=max_minutes)
     return trainer

@@ -1,0 +1,61 @@
+"""Compact weights for shipping: int8 per output channel, cut into checksummed parts, with
+the figures of how closely the compact model follows the float one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from swinface.atomic import atomic_write_text
+from swinface.evaluate.agreement import Agreement, agreement
+
+
+def _outputs(model, faces: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    from swinface.decode import probabilities
+    from swinface.model import SwinFace
+    from swinface.model.borrowed import eval_mode
+
+    device = next(model.parameters()).device
+    parts: list[dict[str, np.ndarray]] = []
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(faces), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(faces[start : start + batch_size]))
+            parts.append(probabilities(model(SwinFace.preprocess(batch.to(device)))))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def compact(
+    weights: str | Path,
+    out_dir: str | Path,
+    *,
+    name: str = "",
+    part_bytes: int | None = None,
+    check_faces: np.ndarray | None = None,
+    device: str = "auto",
+) -> tuple[Path, Agreement | None]:
+    """Write `weights` as an int8 file in `out_dir` (and its parts when `part_bytes`), and,
+    with `check_faces` (N, 112, 112, 3 uint8), how the int8 model agrees with the float one."""
+    from swinface.weights.formats import save_native
+    from swinface.weights.loading import load_model
+    from swinface.weights.parts import split_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(str(weights), device=device, download=False)
+    path = out_dir / f"{name or Path(weights).stem}-int8.safetensors"
+    save_native(model.cpu(), path, name=name or path.stem, int8=True)
+    if part_bytes:
+        split_file(path, out_dir / "parts", part_bytes)
+    if check_faces is None:
+        return path, None
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
+    reference = _outputs(model.to(dev), check_faces)
+    quantized = _outputs(load_model(str(path), device=str(dev), download=False), check_faces)
+    figures = agreement(reference, quantized)
+    atomic_write_text(
+        out_dir / "int8-agreement.json", json.dumps(figures.as_dict(), indent=1) + "\n"
+    )
+    return path, figures
