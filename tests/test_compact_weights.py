@@ -23,12 +23,12 @@ from swinface.weights.parts import PartsError, join_parts, split_file
 
 def test_per_channel_int8_error_is_bounded_by_each_channels_own_scale():
     torch.manual_seed(0)
-    w = torch.randn(8, 5, 3) * torch.logspace(-3, 1, 8)[:, None, None]  # scales differ per row
+    w = torch.randn(8, 5, 3, 3) * torch.logspace(-3, 1, 8)[:, None, None, None]  # a conv
     q, scale = quantize_per_channel(w)
-    assert q.dtype == torch.int8 and scale.shape == (8, 1, 1)
-    err = (dequantize_per_channel(q, scale) - w).abs().amax(dim=(1, 2))
+    assert q.dtype == torch.int8 and scale.shape == (8, 1, 1, 1)
+    err = (dequantize_per_channel(q, scale) - w).abs().amax(dim=(1, 2, 3))
     assert torch.all(err <= scale.flatten() / 2 + 1e-12)
-    assert torch.all(err < 0.01 * w.abs().amax(dim=(1, 2)))
+    assert torch.all(err < 0.01 * w.abs().amax(dim=(1, 2, 3)))
 
 
 def test_an_int8_file_is_a_quarter_the_size_and_loads_everywhere(tmp_path):
@@ -68,7 +68,7 @@ def test_parts_round_trip_and_a_damaged_part_is_named(tmp_path):
     data = np.random.default_rng(0).bytes(10_000)
     source = tmp_path / "w.bin"
     source.write_bytes(data)
-    manifest = split_file(source, tmp_path / "parts", part_bytes=3000)
+    manifest = split_file(source, tmp_path / "parts", part_bytes=3000, compress=False)
     parts = sorted((tmp_path / "parts").glob("w.bin.part[0-9]*"))
     assert [p.stat().st_size for p in parts] == [3000, 3000, 3000, 1000]
     assert join_parts(manifest, tmp_path / "back.bin").read_bytes() == data
@@ -97,3 +97,23 @@ def test_agreement_figures():
     other["Expression"] = other["Expression"][::-1]
     worse = agreement(ref, other)
     assert worse.age_difference_mean == pytest.approx(1.0) and not worse.meets()
+
+
+def test_compressed_parts_are_smaller_and_give_back_the_same_file(tmp_path):
+    data = bytes(np.random.default_rng(0).integers(0, 16, 50_000, dtype=np.uint8))
+    source = tmp_path / "w.bin"
+    source.write_bytes(data)
+    manifest = split_file(source, tmp_path / "parts", part_bytes=8000)
+    sizes = [p.stat().st_size for p in (tmp_path / "parts").glob("w.bin.part[0-9]*")]
+    assert sum(sizes) < 0.7 * len(data) and max(sizes) <= 8000
+    assert join_parts(manifest, tmp_path / "back.bin").read_bytes() == data
+
+
+def test_stacked_group_matrices_get_a_scale_per_group_and_row():
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, 16)
+    w[0, 0] *= 1000  # one huge row must not coarsen the others
+    q, scale = quantize_per_channel(w)
+    assert scale.shape == (3, 4, 1)
+    err = (dequantize_per_channel(q, scale) - w).abs().amax(dim=2)
+    assert torch.all(err[0, 1:] < 0.05) and torch.all(err[1:] < 0.05)

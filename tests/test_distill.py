@@ -3,6 +3,7 @@ with them (every loss falls, resume continues the run), time-boxed chunks, clear
 
 from __future__ import annotations
 
+import json
 import math
 import types
 from pathlib import Path
@@ -222,3 +223,23 @@ def test_distillation_without_a_store_of_targets_is_a_config_error(tmp_path, sto
         load_config(_config(tmp_path, store, tasks=tasks))
     with pytest.raises(ConfigError, match="temperature"):
         load_config(_config(tmp_path, store, distill={"gender": {"temperature": 0}}))
+
+
+def test_the_train_command_takes_dotted_overrides_and_a_time_box(tmp_path, store, capsys):
+    from safetensors import safe_open
+
+    from swinface.cli import main
+
+    config = _config(tmp_path, store, steps=50)
+    args = ["train", str(config), "--set", "tasks.identity.batch_size=3", "--set", "seed=7"]
+    assert main([*args, "--steps", "40", "--max-minutes", "0.000001"]) == 0
+    assert "step 1 of 40" in capsys.readouterr().out
+    model = next((tmp_path / "run" / "checkpoints").glob("*/model.safetensors"))
+    with safe_open(str(model), framework="pt") as f:
+        saved = json.loads(f.metadata()["train_config"])
+    assert saved["tasks"]["identity"]["batch_size"] == 3 and saved["seed"] == 7
+    assert saved["steps"] == 40
+    assert main(["train", str(config), "--set", "steps"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", "seed.x=1"]) == 2
+    assert "seed is not a mapping" in capsys.readouterr().err

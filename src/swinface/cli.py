@@ -1070,6 +1070,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="stop after this many more steps (a resumable chunk)",
     )
     p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="override the config's total steps (the learning-rate schedule's length)",
+    )
+    p.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -1081,6 +1087,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="start afresh even if the output folder has checkpoints",
     )
     p.add_argument("--output-dir", default=None, help="override the config's output folder")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config value, dotted for nested keys, the value read as YAML "
+        "(e.g. --set model=swinface_nano --set tasks.identity.batch_size=8); repeatable",
+    )
 
 
 @command(
@@ -1097,7 +1111,14 @@ def _train(args: argparse.Namespace) -> int:
     from swinface.train.config import load_config
     from swinface.train.trainer import train
 
-    overrides = {"output_dir": args.output_dir} if args.output_dir else None
+    _positive("--steps", args.steps)
+    from swinface.train.config import parse_assignment
+
+    overrides = dict(parse_assignment(text) for text in args.set)
+    if args.output_dir:  # a path typed on the command line is from here, not the config's folder
+        overrides["output_dir"] = str(Path(args.output_dir).resolve())
+    if args.steps:
+        overrides["steps"] = args.steps
     config = load_config(args.config, overrides)
     trainer = train(
         config, resume=not args.no_resume, max_steps=args.max_steps, max_minutes=args.max_minutes

@@ -86,6 +86,10 @@ class MultiTaskBatches(torch.utils.data.Dataset):
                     stores[src.store] = open_store(src.store)
                 store = stores[src.store]
                 mask = usable_samples(store, task)
+                if src.holdout:
+                    from swinface.data.holdout import holdout_mask
+
+                    mask &= ~holdout_mask(store, src.holdout, config.seed)
                 if not mask.any():
                     raise ValueError(
                         f"{src.store}: no sample has a label of task {task} "

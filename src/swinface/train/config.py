@@ -27,6 +27,17 @@ class SourceConfig:
     # Read the teacher targets beside this store (`swinface distill-targets`) for the
     # `distill` losses; its faces then learn from the teachers whatever task drew them.
     targets: bool = False
+    # Share of the store kept out of training (by person where it has identities), for
+    # validation: an `eval_stores` entry with the same store and holdout scores that part.
+    holdout: float = 0.0
+
+
+@dataclass
+class EvalStoreConfig:
+    """A validation store, whole or (with `holdout`) the part a training source leaves out."""
+
+    store: str
+    holdout: float = 0.0
 
 
 @dataclass
@@ -113,16 +124,40 @@ class TrainConfig:
     # How DataLoader workers start: fork | spawn | forkserver; None: the platform's default.
     multiprocessing_context: str | None = None
     augment: bool = True
+    # The age loss is in squared years at first (hundreds, against ~2 for a cross-entropy):
+    # from scratch it would take the whole clipped gradient; this scales it alone.
+    age_loss_weight: float = 1.0
     log_every: int = 20
     checkpoint_every: int = 1000
     eval_every: int = 0  # 0: no periodic evaluation
-    eval_stores: dict[str, str] = field(default_factory=dict)  # task -> validation store
+    # name -> validation store: a path, or {store: PATH, holdout: FRACTION}
+    eval_stores: dict[str, EvalStoreConfig | str] = field(default_factory=dict)
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     identity_loss: IdentityLossConfig = field(default_factory=IdentityLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
+        self.eval_stores = {
+            name: (
+                value
+                if isinstance(value, EvalStoreConfig)
+                else EvalStoreConfig(value)
+                if isinstance(value, str)
+                else _build(EvalStoreConfig, value, f"eval_stores.{name}")
+            )
+            for name, value in self.eval_stores.items()
+        }
+        for where, fraction in [
+            *(
+                (f"tasks.{t}.sources[{i}].holdout", s.holdout)
+                for t, task in self.tasks.items()
+                for i, s in enumerate(task.sources)
+            ),
+            *((f"eval_stores.{n}.holdout", e.holdout) for n, e in self.eval_stores.items()),
+        ]:
+            if not 0.0 <= fraction < 1.0:
+                raise ConfigError(f"{where}: a fraction in [0, 1) is needed, got {fraction}")
         unknown = set(self.tasks) - set(TASK_NAMES)
         if unknown:
             raise ConfigError(
@@ -168,7 +203,8 @@ class TrainConfig:
         for task in self.tasks.values():
             for src in task.sources:
                 src.store = fix(src.store)
-        self.eval_stores = {k: fix(v) for k, v in self.eval_stores.items()}
+        for entry in self.eval_stores.values():
+            entry.store = fix(entry.store)
         if self.init_weights and (
             "/" in self.init_weights or self.init_weights.endswith((".pt", ".safetensors"))
         ):
@@ -226,6 +262,30 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     return value
 
 
+def _set_dotted(data: dict, key: str, value: Any, path: Path) -> None:
+    """Set `a.b.c` in nested mappings (made where missing), as `--set a.b.c=VALUE` asks."""
+    *parents, last = key.split(".")
+    node = data
+    for i, name in enumerate(parents):
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            where = ".".join(parents[: i + 1])
+            raise ConfigError(f"{path}: cannot set {key}: {where} is not a mapping")
+        node = child
+    node[last] = value
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` from the command line: the value read as YAML (numbers, lists, true)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. model=swinface_nano")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML training config; relative paths are taken from the file's folder."""
     path = Path(path)
@@ -235,7 +295,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    data.update(overrides or {})
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value, path)
     try:
         config = _build(TrainConfig, data, "")
     except ConfigError as err:

@@ -177,8 +177,14 @@ class MultiTaskLoss(nn.Module):
     expression) so that each can be watched on its own.
     """
 
-    def __init__(self, weights: dict[str, float] | None = None, label_smoothing: float = 0.1):
+    def __init__(
+        self,
+        weights: dict[str, float] | None = None,
+        label_smoothing: float = 0.1,
+        age_weight: float = 1.0,
+    ):
         super().__init__()
+        self.age_weight = age_weight
         self.weights = {"age_gender": 1.0, "attributes": 1.0, "expression": 1.0}
         self.weights.update({k: v for k, v in (weights or {}).items() if k in self.weights})
         self.label_smoothing = label_smoothing
@@ -205,7 +211,7 @@ class MultiTaskLoss(nn.Module):
             logits[:, _columns("Expression")], targets.expression, self.label_smoothing
         )
         total = (
-            self.weights["age_gender"] * (age + gender)
+            self.weights["age_gender"] * (self.age_weight * age + gender)
             + self.weights["attributes"] * attributes
             + self.weights["expression"] * expression
         )

@@ -182,7 +182,8 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.env.device)
         self.analysis_tasks = [t for t in config.tasks if t != "identity"]
         self.task_loss = MultiTaskLoss(
-            weights={name: task.loss_weight for name, task in config.tasks.items()}
+            weights={name: task.loss_weight for name, task in config.tasks.items()},
+            age_weight=config.age_loss_weight,
         ).to(self.env.device)
         self.partial_fc: PartialFC | None = None
         if "identity" in config.tasks:
@@ -417,7 +418,9 @@ class Trainer:
                     self._log(losses)
                 if self.step % self.config.checkpoint_every == 0 or self.step == stop:
                     self.save_checkpoint()
-                if self.config.eval_every and self.step % self.config.eval_every == 0:
+                if self.config.eval_every and (
+                    self.step % self.config.eval_every == 0 or self.step == self.config.steps
+                ):
                     self.evaluate()
                 if self.step >= stop:
                     break
@@ -467,7 +470,9 @@ class Trainer:
             return {}
         self.model.eval()
         try:
-            figures = evaluate_stores(self.model, self.config.eval_stores, device=self.env.device)
+            figures = evaluate_stores(
+                self.model, self.config.eval_stores, device=self.env.device, seed=self.config.seed
+            )
         finally:
             self.model.train()
         self.out.mkdir(parents=True, exist_ok=True)

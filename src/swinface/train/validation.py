@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from swinface import tasks
+from swinface.data.holdout import holdout_mask, subset
 from swinface.data.store import FaceStore, open_store
 from swinface.decode import cosine_similarity, probabilities
 from swinface.evaluate import metrics
 from swinface.model import SwinFace, SwinFaceOutput
+from swinface.train.config import EvalStoreConfig
 
 
 @torch.no_grad()
@@ -102,16 +104,24 @@ def store_figures(out: SwinFaceOutput, store: FaceStore) -> dict[str, float]:
 
 
 def evaluate_stores(
-    model: SwinFace, stores: dict[str, str], *, device: torch.device | str = "cpu"
+    model: SwinFace,
+    stores: dict[str, str | EvalStoreConfig],
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Figures on each named validation store, keyed `<store name>/<figure>`."""
+    """Figures on each named validation store (or its held-out part), keyed
+    `<store name>/<figure>`; `seed` is the training run's, which chose the held-out part."""
     from swinface.model.borrowed import eval_mode
 
     device = torch.device(device)
     figures = {}
     with eval_mode(model):  # restores every module's own mode afterwards
-        for name, path in stores.items():
-            store = open_store(path)
+        for name, entry in stores.items():
+            entry = EvalStoreConfig(entry) if isinstance(entry, str) else entry
+            store = open_store(entry.store)
+            if entry.holdout:
+                store = subset(store, holdout_mask(store, entry.holdout, seed))
             for key, value in store_figures(run_store(model, store, device), store).items():
                 figures[f"{name}/{key}"] = value
     return figures

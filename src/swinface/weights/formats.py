@@ -400,9 +400,16 @@ def _quantizable(value: torch.Tensor) -> bool:
 
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per output channel (dimension 0): (int8 values, float32 scales)."""
+    """Symmetric int8 per output channel: (int8 values, float32 scales).
+
+    A matrix (out, in) or convolution (out, in, kh, kw) has a scale per output
+    channel; a stack of per-group matrices (groups, out, in), as the task heads
+    and channel gates hold, a scale per group and output row: one scale for a
+    whole group would let its largest row set the step for every other.
+    """
     w = weight.float()
-    absmax = w.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True)
+    reduce = (2,) if w.ndim == 3 else tuple(range(1, w.ndim))
+    absmax = w.abs().amax(dim=reduce, keepdim=True)
     scale = (absmax / 127).clamp_min(torch.finfo(torch.float32).tiny)
     return (w / scale).round().clamp(-127, 127).to(torch.int8), scale
 

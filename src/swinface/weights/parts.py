@@ -3,6 +3,7 @@ and put back together only when every part and the whole match their SHA-256."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -22,17 +23,23 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def split_file(path: str | Path, folder: str | Path, part_bytes: int = PART_BYTES) -> Path:
+def split_file(
+    path: str | Path, folder: str | Path, part_bytes: int = PART_BYTES, *, compress: bool = True
+) -> Path:
     """Write `path` as `<name>.partNN` files of at most `part_bytes` in `folder`, and the
-    manifest `<name>.parts.json` (sizes and SHA-256 of each part and of the whole)."""
+    manifest `<name>.parts.json` (sizes and SHA-256 of each part and of the whole).
+
+    With `compress`, the parts are slices of the file's gzip stream (int8 weights shrink
+    by a tenth to a fifth); the whole's size and SHA-256 are those of the file itself."""
     path, folder = Path(path), Path(folder)
     if part_bytes < 1:
         raise ValueError(f"part_bytes must be at least 1, not {part_bytes}")
     folder.mkdir(parents=True, exist_ok=True)
     data = path.read_bytes()
+    stream = gzip.compress(data, compresslevel=9, mtime=0) if compress else data
     parts = []
-    for number, start in enumerate(range(0, max(len(data), 1), part_bytes)):
-        chunk = data[start : start + part_bytes]
+    for number, start in enumerate(range(0, max(len(stream), 1), part_bytes)):
+        chunk = stream[start : start + part_bytes]
         name = f"{path.name}.part{number:02d}"
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(chunk)
@@ -41,7 +48,13 @@ def split_file(path: str | Path, folder: str | Path, part_bytes: int = PART_BYTE
     atomic_write_text(
         manifest,
         json.dumps(
-            {"file": path.name, "bytes": len(data), "sha256": _sha256(data), "parts": parts},
+            {
+                "file": path.name,
+                "bytes": len(data),
+                "sha256": _sha256(data),
+                "compression": "gzip" if compress else None,
+                "parts": parts,
+            },
             indent=1,
         )
         + "\n",
@@ -66,6 +79,13 @@ def join_parts(manifest: str | Path, out: str | Path) -> Path:
             raise PartsError(f"{file}: damaged part of {spec['file']} (size or SHA-256 differs)")
         pieces.append(data)
     whole = b"".join(pieces)
+    if spec.get("compression") == "gzip":
+        try:
+            whole = gzip.decompress(whole)
+        except (OSError, EOFError) as err:
+            raise PartsError(f"{manifest}: the parts are not a whole gzip stream ({err})") from None
+    elif spec.get("compression") is not None:
+        raise PartsError(f"{manifest}: unknown compression {spec['compression']!r}")
     if len(whole) != spec["bytes"] or _sha256(whole) != spec["sha256"]:
         raise PartsError(f"{manifest}: the parts do not make {spec['file']} (SHA-256 differs)")
     with atomic_path(out) as tmp:
