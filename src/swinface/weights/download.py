@@ -438,14 +438,6 @@ def download(
     spec = _spec(name_or_spec)
     final = registry.cached_path(spec)
     final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return _download_locked(spec, final, force=force, progress=progress)
-    except WeightsError:
-        _remove_if_empty(final.parent)
-        raise
-
-
-def _download_locked(spec: WeightsSpec, final: Path, *, force: bool, progress: bool) -> Path:
     partial = _partial(final)
     with _locked(final):
         if final.is_file() and not force:
@@ -470,6 +462,7 @@ def _download_locked(spec: WeightsSpec, final: Path, *, force: bool, progress: b
             if spec.sha256 is None:
                 log.info("%s: sha256 %s (recorded in %s)", spec.name, digest, _sidecar(final))
             return final
+    _remove_if_empty(final.parent)
     tried = "\n".join(f"  - {text}: {err}" for text, err in failures)
     raise WeightsError(
         f"could not download the weights {spec.name!r}; every source failed:\n{tried}\n"
