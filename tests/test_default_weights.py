@@ -264,3 +264,13 @@ def test_the_shipped_parts_are_package_data_within_the_size_limits(made_parts):
     for manifest in folder.glob("*.parts.json") if folder.is_dir() else []:
         for part in json.loads(manifest.read_text())["parts"]:
             assert (folder / part["file"]).stat().st_size == part["bytes"], part["file"]
+
+
+def test_the_model_card_names_every_declared_teacher_and_its_package():
+    from swinface.teachers import registry as teachers
+
+    card = (ROOT / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for section in ("## Intended use", "## Training data", "## Teachers", "## Figures"):
+        assert section in card
+    for teacher in teachers.list_teachers():
+        assert f"`{teacher.package}=={teacher.version}`" in card, teacher.name
