@@ -826,6 +826,12 @@ def _compact(args: argparse.Namespace) -> int:
     from swinface.data.store import open_store
     from swinface.weights.compact import compact
 
+    meta = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--meta {item}: give KEY=VALUE")
+        meta[key.strip()] = value
     faces = None
     if args.check:
         rng = np.random.default_rng(0)
@@ -835,12 +841,6 @@ def _compact(args: argparse.Namespace) -> int:
             take = np.sort(rng.permutation(len(store))[: args.check_faces])
             chosen.append(np.asarray(store.faces[take]))
         faces = np.concatenate(chosen)
-    meta = {}
-    for item in args.meta:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CliError(f"--meta {item}: give KEY=VALUE")
-        meta[key.strip()] = value
     part_bytes = int(args.parts_mib * 2**20) if args.parts_mib else None
     path, figures = compact(
         args.weights,
