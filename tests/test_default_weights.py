@@ -159,6 +159,10 @@ def test_without_shipped_parts_the_published_checkpoint_stays_the_default(tmp_pa
     monkeypatch.setenv(registry.SHIPPED_ENV, str(tmp_path))
     with pytest.raises(WeightsError, match="no weights parts manifest"):
         registry.default_weights()
+    bad = tmp_path / "w.safetensors.parts.json"
+    bad.write_text(json.dumps({"file": "../w.safetensors", "bytes": 1, "sha256": "0" * 64}))
+    with pytest.raises(WeightsError, match="manifest .* is unreadable"):
+        registry.get_spec("swinface-default")
 
 
 def test_weights_list_shows_the_default_and_the_published(shipped, capsys):
@@ -178,6 +182,7 @@ def _info(capsys, *argv: str) -> dict[str, str]:
 
 
 def test_weights_info_prints_what_the_file_says_and_nothing_else(shipped, offline, capsys):
+    assert _info(capsys, "default") == _info(capsys, "swinface-default")
     info = _info(capsys, "swinface-default")
     assert info["name"] == "swinface-default" and info["format"] == "int8"
     assert info["sha256"] == _manifest(shipped)["sha256"]

@@ -693,7 +693,11 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
         "facts its file carries (training config, step, teachers)",
         formatter_class=_HelpFormatter,
     )
-    n.add_argument("name", help="a name from `swinface weights list`, or a weights file")
+    n.add_argument(
+        "name",
+        help="a name from `swinface weights list`, `default` (the weights used when none are "
+        "named), or a weights file",
+    )
     c = sub.add_parser(
         "compact",
         help="write weights as int8 per output channel (a quarter of the size), optionally in "
@@ -780,6 +784,8 @@ def _weights_info(name: str) -> int:
 
     spec = None
     path = Path(name).expanduser()
+    if name == "default" and not path.is_file():
+        name = registry.default_weights()
     if not path.is_file():
         if name in registry.registered_names():
             spec = registry.get_spec(name)  # raises, saying why, when not in this install

@@ -258,26 +258,24 @@ def _shipped_spec() -> WeightsSpec:
         )
     try:
         whole = json.loads(manifest.read_text(encoding="utf-8"))
-        filename, size, sha256 = whole["file"], int(whole["bytes"]), whole["sha256"]
-        count = len(whole["parts"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        return WeightsSpec(
+            name=SHIPPED_WEIGHTS,
+            filename=whole["file"],
+            urls=(f"parts:{manifest}",),
+            sha256=whole["sha256"],
+            size=int(whole["bytes"]),
+            description=f"the default weights, shipped with the package in "
+            f"{len(whole['parts'])} parts: no download",
+            license="trained on non-commercial research datasets (CelebA, UTKFace, FER2013): "
+            "non-commercial research use",
+            architecture="swinface_t",
+            format="native",
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise WeightsError(
             f"the default weights' manifest {manifest} is unreadable ({err}); reinstall "
             f"swinface, or use {PUBLISHED_WEIGHTS!r} or --weights PATH"
         ) from None
-    return WeightsSpec(
-        name=SHIPPED_WEIGHTS,
-        filename=filename,
-        urls=(f"parts:{manifest}",),
-        sha256=sha256,
-        size=size,
-        description=f"the default weights, shipped with the package in {count} parts; "
-        "no download (see MODEL_CARD.md)",
-        license="trained on non-commercial research datasets (CelebA, UTKFace, FER2013): "
-        "non-commercial research use",
-        architecture="swinface_t",
-        format="native",
-    )
 
 
 register_provider(SHIPPED_WEIGHTS, _shipped_spec)
