@@ -122,8 +122,13 @@ def test_without_weights_the_cli_says_so_first_then_the_other_ways_once(
     def offline(*args, **kwargs):
         raise ConnectionError("network unreachable")
 
+    from swinface.weights import registry
+
     home = tmp_path / "home"
     monkeypatch.setenv("SWINFACE_HOME", str(home))
+    # An installation without shipped default weights: the published ones are the default.
+    monkeypatch.delenv(registry.SHIPPED_ENV, raising=False)
+    monkeypatch.setattr(registry, "SHIPPED_DIR", tmp_path / "no-default")
     monkeypatch.setattr(gdown, "download_folder", offline)
     monkeypatch.setattr(gdown, "download", offline)
     assert main(["analyze", str(ASTRONAUT)]) == 2

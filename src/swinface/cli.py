@@ -150,7 +150,7 @@ def check_weights(weights: str | None):
             dl.resolve_weights(weights, download=False)  # raises, listing the known names
             raise
     else:
-        spec = registry.get_spec(registry.DEFAULT_WEIGHTS)
+        spec = registry.get_spec(registry.default_weights())
     return spec.name, (None if dl.verify_cached(spec) is not None else spec)
 
 
@@ -166,10 +166,19 @@ def fetch_weights(checked, given: str | None) -> str:
         if given is not None
         else f"no --weights given; the default weights {spec.name!r}"
     )
-    where = " or ".join(s.text for s in spec.sources)
-    _status(f"{what} are not in the cache yet: downloading them once from {where}")
+    if dl.is_shipped(spec):
+        _status(f"{what} (shipped with swinface): unpacking them once into the cache")
+    else:
+        where = " or ".join(s.text for s in spec.sources)
+        _status(f"{what} are not in the cache yet: downloading them once from {where}")
     dl.download(spec)  # its error lists the other ways to get them
     return name
+
+
+def _is_shipped(spec) -> bool:
+    from swinface.weights.download import is_shipped
+
+    return is_shipped(spec)
 
 
 def prepare_model(args: argparse.Namespace) -> str:
@@ -189,11 +198,15 @@ def weights_threshold(weights: str) -> float | None:
     path = Path(weights)
     if not path.is_file():
         try:
-            return registry.get_spec(weights).verify_threshold
+            spec = registry.get_spec(weights)
         except registry.WeightsError:
             from swinface.weights.download import list_imported
 
             path = list_imported().get(weights, path)
+        else:
+            if spec.verify_threshold is not None:
+                return spec.verify_threshold
+            path = registry.cached_path(spec)  # a threshold may travel in the file itself
     try:
         with open(path, "rb") as f:  # a safetensors header: 8-byte length, then JSON
             (length,) = struct.unpack("<Q", f.read(8))
@@ -230,8 +243,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--weights",
         default=None,
         help="weights file (.pt or .safetensors), a training run or checkpoints folder (its "
-        "latest checkpoint), or a name from `swinface weights list`; default: the "
-        "registry's default (swinface-published), downloaded on first use",
+        "latest checkpoint), or a name from `swinface weights list`; default: the weights "
+        "shipped with the package (swinface-default) when it holds them, else "
+        "swinface-published, downloaded on first use",
     )
     p.add_argument(
         "--device",
@@ -587,6 +601,9 @@ def _verify(args: argparse.Namespace) -> int:
         if problem:
             raise CliError(f"{photo}: {problem}")
     checked = check_weights(args.weights)
+    if checked[1] is not None and _is_shipped(checked[1]):
+        # Unpacked at once (local, quick): their threshold travels inside the file.
+        checked = fetch_weights(checked, args.weights), None
     threshold = args.threshold
     if threshold is None and checked[1] is None:
         threshold = weights_threshold(checked[0])
@@ -670,6 +687,17 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace a different file already imported under the same name",
     )
+    n = sub.add_parser(
+        "info",
+        help="what a weights entry is: format, size, sha256, architecture, and the model card "
+        "facts its file carries (training config, step, teachers)",
+        formatter_class=_HelpFormatter,
+    )
+    n.add_argument(
+        "name",
+        help="a name from `swinface weights list`, `default` (the weights used when none are "
+        "named), or a weights file",
+    )
     c = sub.add_parser(
         "compact",
         help="write weights as int8 per output channel (a quarter of the size), optionally in "
@@ -691,35 +719,111 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
         "gender, attributes, age)",
     )
     c.add_argument("--check-faces", type=int, default=2000, help="faces taken from each store")
+    c.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model card fact stored in the file's metadata (e.g. teachers=sface,fer-expression); "
+        "the source's own metadata (train_config, step, verify_threshold) is kept",
+    )
 
 
-@command("weights", "list, download or import named weights", _weights_args)
+@command("weights", "list, describe, download, import or compact weights", _weights_args)
 def _weights(args: argparse.Namespace) -> int:
     from swinface.weights import download as dl
-    from swinface.weights import registry
 
     if args.action == "list":
-        print(f"cache: {registry.cache_dir()}")
-        for spec in registry.list_specs():
-            cached = registry.cached_path(spec).is_file()
-            size = f"{spec.size / 2**20:.0f} MiB" if spec.size else "size unknown"
-            digest = spec.sha256[:12] if spec.sha256 else "sha256 unknown"
-            print(
-                f"{spec.name:24s} {'cached' if cached else 'not cached':10s} {size:>12s}  "
-                f"{digest}  {spec.description}"
-            )
-            for url in spec.urls:
-                print(f"{'':24s} source: {url}")
-        for name, path in dl.list_imported().items():
-            size = f"{path.stat().st_size / 2**20:.0f} MiB"
-            print(f"{name:24s} {'imported':10s} {size:>12s}  {path.name}")
+        _list_weights()
         return EXIT_OK
     if args.action == "download":
         print(dl.download(args.name, force=args.force))
         return EXIT_OK
+    if args.action == "info":
+        return _weights_info(args.name)
     if args.action == "compact":
         return _compact(args)
     return _import(args)
+
+
+def _list_weights() -> None:
+    from swinface.weights import download as dl
+    from swinface.weights import registry
+
+    print(f"cache: {registry.cache_dir()}")
+    try:
+        print(f"default (no --weights): {registry.default_weights()}")
+    except registry.WeightsError as err:  # a misplaced $SWINFACE_DEFAULT_WEIGHTS: say, go on
+        print(f"default (no --weights): unknown: {err}")
+    for name in registry.registered_names():
+        try:
+            spec = registry.get_spec(name)
+        except registry.WeightsError as err:
+            print(f"{name:24s} {'absent':10s} {'':>12s}  {str(err).splitlines()[0]}")
+            continue
+        cached = registry.cached_path(spec).is_file()
+        if dl.is_shipped(spec):
+            state = "unpacked" if cached else "shipped"
+        else:
+            state = "cached" if cached else "not cached"
+        size = f"{spec.size / 2**20:.0f} MiB" if spec.size else "size unknown"
+        digest = spec.sha256[:12] if spec.sha256 else "sha256 unknown"
+        print(f"{spec.name:24s} {state:10s} {size:>12s}  {digest}  {spec.description}")
+        for url in spec.urls:
+            print(f"{'':24s} source: {url}")
+    for name, path in dl.list_imported().items():
+        size = f"{path.stat().st_size / 2**20:.0f} MiB"
+        print(f"{name:24s} {'imported':10s} {size:>12s}  {path.name}")
+
+
+def _weights_info(name: str) -> int:
+    """Print what `name` (a registered or imported name, or a file) is, from its file."""
+    from swinface.weights import download as dl
+    from swinface.weights import registry
+    from swinface.weights.card import read_card, spec_facts
+
+    spec = None
+    path = Path(name).expanduser()
+    if name == "default" and not path.is_file():
+        name = registry.default_weights()
+    if not path.is_file():
+        if name in registry.registered_names():
+            spec = registry.get_spec(name)  # raises, saying why, when not in this install
+            found = dl.verify_cached(spec)
+            if found is None and dl.is_shipped(spec):
+                found = dl.download(spec)  # unpacked from the package: local and quick
+            if found is None:
+                for key, value in spec_facts(spec):
+                    print(f"{key + ':':24s} {value}")
+                print(
+                    f"not in the cache: the file's own facts show once it is "
+                    f"(swinface weights download {spec.name})"
+                )
+                return EXIT_OK
+            path = found
+        else:
+            path, _ = dl.resolve_weights(name, download=False)  # imported names, or an error
+    card = read_card(path, name=spec.name if spec else "")
+    rows = [("name", card.name), ("file", str(card.path)), ("format", card.format)]
+    rows.append(("size", f"{card.bytes} bytes ({card.bytes / 2**20:.1f} MiB)"))
+    rows.append(("sha256", card.sha256))
+    if card.architecture:
+        config = card.architecture_config
+        shape = ", ".join(
+            f"{k}={config[k]}"
+            for k in ("embed_dim", "depths", "num_heads", "embedding_dim")
+            if k in config
+        )
+        rows.append(("architecture", f"{card.architecture} ({shape})"))
+    if card.values is not None:
+        rows.append(("values stored", f"{card.values / 1e6:.2f} M (int8 scales excluded)"))
+        rows.append(("tensors", ", ".join(f"{d} x{n}" for d, n in sorted(card.dtypes.items()))))
+    if spec is not None and spec.license:
+        rows.append(("licence", spec.license))
+    rows += card.facts
+    for key, value in rows:
+        print(f"{key + ':':24s} {value}")
+    return EXIT_OK
 
 
 def _compact(args: argparse.Namespace) -> int:
@@ -728,6 +832,12 @@ def _compact(args: argparse.Namespace) -> int:
     from swinface.data.store import open_store
     from swinface.weights.compact import compact
 
+    meta = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--meta {item}: give KEY=VALUE")
+        meta[key.strip()] = value
     faces = None
     if args.check:
         rng = np.random.default_rng(0)
@@ -739,7 +849,12 @@ def _compact(args: argparse.Namespace) -> int:
         faces = np.concatenate(chosen)
     part_bytes = int(args.parts_mib * 2**20) if args.parts_mib else None
     path, figures = compact(
-        args.weights, args.out_dir, name=args.name, part_bytes=part_bytes, check_faces=faces
+        args.weights,
+        args.out_dir,
+        name=args.name,
+        part_bytes=part_bytes,
+        check_faces=faces,
+        metadata=meta,
     )
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
     if figures is not None:

@@ -27,6 +27,20 @@ def _outputs(model, faces: np.ndarray, batch_size: int = 256) -> dict[str, np.nd
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def carried_metadata(source: Path) -> dict[str, str]:
+    """The model card facts of `source` that its compact copy keeps (training config, step,
+    verification threshold, ...), and where the copy came from (`quantized_from`)."""
+    from swinface.weights.card import _FORMAT_KEYS, read_header
+    from swinface.weights.download import file_sha256
+    from swinface.weights.formats import detect_format
+
+    meta = {}
+    if detect_format(source) == "safetensors":
+        meta = {k: v for k, v in read_header(source)[1].items() if k not in _FORMAT_KEYS}
+    meta["quantized_from"] = json.dumps({"file": source.name, "sha256": file_sha256(source)})
+    return meta
+
+
 def compact(
     weights: str | Path,
     out_dir: str | Path,
@@ -35,18 +49,26 @@ def compact(
     part_bytes: int | None = None,
     check_faces: np.ndarray | None = None,
     device: str = "auto",
+    metadata: dict[str, str] | None = None,
 ) -> tuple[Path, Agreement | None]:
     """Write `weights` as an int8 file in `out_dir` (and its parts when `part_bytes`), and,
-    with `check_faces` (N, 112, 112, 3 uint8), how the int8 model agrees with the float one."""
+    with `check_faces` (N, 112, 112, 3 uint8), how the int8 model agrees with the float one.
+
+    The file keeps the source's metadata (`carried_metadata`), then `metadata` on top:
+    what `swinface weights info` and the model card read.
+    """
+    from swinface.weights.download import resolve_weights
     from swinface.weights.formats import save_native
-    from swinface.weights.loading import load_model
+    from swinface.weights.loading import load_model, load_model_from_file
     from swinface.weights.parts import split_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(str(weights), device=device, download=False)
+    source, _ = resolve_weights(str(weights), download=False)
+    model = load_model_from_file(source)
     path = out_dir / f"{name or Path(weights).stem}-int8.safetensors"
-    save_native(model.cpu(), path, name=name or path.stem, int8=True)
+    meta = carried_metadata(source) | dict(metadata or {})
+    save_native(model.cpu(), path, name=name or path.stem, int8=True, metadata=meta)
     if part_bytes:
         split_file(path, out_dir / "parts", part_bytes)
     if check_faces is None:

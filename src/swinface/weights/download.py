@@ -159,6 +159,8 @@ def how_to_get(spec: WeightsSpec, *, download_failed: bool = False) -> str:
 
     After a failed download (`download_failed`), the download is not offered again.
     """
+    if is_shipped(spec):
+        return _how_to_restore(spec, unpack_failed=download_failed)
     urls = [u for u in (s.human_url for s in spec.sources) if u]
     lines = [f"Other ways to get the weights {spec.name!r}:" if download_failed else ""]
     if not download_failed:
@@ -168,6 +170,29 @@ def how_to_get(spec: WeightsSpec, *, download_failed: bool = False) -> str:
         lines.append(
             f"  - fetch {spec.filename} by hand from {' or '.join(urls)}, "
             f"then run: swinface weights import PATH --name {spec.name}"
+        )
+    lines.append("  - use a weights file you have: --weights PATH (Python: load_model(PATH))")
+    return "\n".join(lines)
+
+
+def is_shipped(spec: WeightsSpec) -> bool:
+    """Weights that come in parts with the package: unpacked into the cache, never downloaded."""
+    return bool(spec.sources) and all(s.kind == "parts" for s in spec.sources)
+
+
+def _how_to_restore(spec: WeightsSpec, *, unpack_failed: bool) -> str:
+    lines = [f"Other ways to get the weights {spec.name!r}:" if unpack_failed else ""]
+    if unpack_failed:
+        lines.append(
+            "  - reinstall swinface to restore the parts shipped with it "
+            "(pip install --force-reinstall --no-deps swinface, or git checkout in a clone)"
+        )
+    else:
+        lines[0] = f"To get the weights {spec.name!r}:"
+        lines.append(f"  - unpack them from the package: swinface weights download {spec.name}")
+    if spec.name != registry.PUBLISHED_WEIGHTS:
+        lines.append(
+            f"  - use the published weights instead: --weights {registry.PUBLISHED_WEIGHTS}"
         )
     lines.append("  - use a weights file you have: --weights PATH (Python: load_model(PATH))")
     return "\n".join(lines)
@@ -356,7 +381,27 @@ def _fetch_gdrive(spec: WeightsSpec, source: Source, partial: Path, progress: bo
     return file_sha256(partial)
 
 
+def _fetch_parts(spec: WeightsSpec, source: Source, partial: Path) -> str:
+    """Reassemble the parts a manifest lists into `partial`, every part and the whole checked.
+
+    A missing or damaged part is not a source that failed (no other source holds these
+    parts): it raises WeightsError at once, naming the part.
+    """
+    from swinface.weights.parts import PartsError, join_parts
+
+    try:
+        join_parts(source.location, partial)
+    except PartsError as err:
+        raise WeightsError(
+            f"the weights {spec.name!r} cannot be unpacked: {err}.\n"
+            + how_to_get(spec, download_failed=True)
+        ) from None
+    return file_sha256(partial)
+
+
 def _fetch(spec: WeightsSpec, source: Source, partial: Path, progress: bool) -> str:
+    if source.kind == "parts":
+        return _fetch_parts(spec, source, partial)
     if source.kind == "http":
         return _fetch_http(spec, source.location, partial, progress)
     if source.kind in ("gdrive-folder", "gdrive-file"):
@@ -399,7 +444,8 @@ def download(
             problem = _cache_problem(spec, final)
             if problem is None:
                 return final
-            log.warning("cached %s is damaged (%s); downloading it again", final, problem)
+            again = "unpacking" if is_shipped(spec) else "downloading"
+            log.warning("cached %s is damaged or outdated (%s); %s it again", final, problem, again)
         failures: list[tuple[str, str]] = []
         for source in spec.sources:
             log.info("fetching %s from %s", spec.name, source.text)
@@ -591,7 +637,8 @@ def resolve_weights(
 
     A folder gives its latest checkpoint (`latest_checkpoint`). A registered
     name not yet cached is downloaded unless `download` is False, in which case
-    (or when the download fails) the WeightsError says how to get it. Names of
+    (or when the download fails) the WeightsError says how to get it; weights
+    shipped in parts with the package are unpacked either way. Names of
     files imported without a registered name (`swinface weights import`) work too.
     """
     path = Path(source).expanduser()
@@ -603,6 +650,8 @@ def resolve_weights(
     try:
         spec = registry.get_spec(name)
     except WeightsError:
+        if name in registry.registered_names():
+            raise  # registered, but not available here: its error says why
         imported = _imported(name)
         if imported is not None:
             return imported, None
@@ -614,7 +663,8 @@ def resolve_weights(
     cached = verify_cached(spec)
     if cached is not None:
         return cached, spec
-    if not download:
+    # Unpacking the parts shipped with the package is no download: it needs no network.
+    if not download and not is_shipped(spec):
         present = registry.cached_path(spec).is_file()
         state = "are cached but damaged" if present else "are not in the cache"
         raise WeightsError(

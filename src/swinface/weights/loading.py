@@ -63,15 +63,18 @@ def load_model(
 ) -> SwinFace:
     """Load SwinFace weights: a file path, or a registered name (see `swinface weights list`).
 
-    With no `weights`, the registry's default is used. Returns the model in
-    eval mode on `device` ('auto': CUDA when available, else CPU).
+    With no `weights`, the default: the weights shipped with the package
+    (`swinface-default`, unpacked into the cache on first use) when it holds them,
+    else the published checkpoint (`swinface-published`, downloaded on first use
+    unless `download` is False). Returns the model in eval mode on `device`
+    ('auto': CUDA when available, else CPU).
     """
     if weights is not None and Path(weights).is_file():
         return load_model_from_file(weights).to(resolve_device(device))
     from swinface.weights import registry
     from swinface.weights.download import resolve_weights
 
-    source = weights if weights is not None else registry.DEFAULT_WEIGHTS
+    source = weights if weights is not None else registry.default_weights()
     path, spec = resolve_weights(source, download=download)
     model = load_model_from_file(
         path,

@@ -9,15 +9,25 @@ string; these forms are understood:
   the file ``filename`` inside a Google Drive folder (fetched with gdown);
 - ``https://drive.google.com/file/d/<id>/...`` or ``gdrive:<id>``: a Google Drive file;
 - ``package://<package>/<path>``: a file shipped inside an installed Python package;
-- ``file:///path``: a local file or a mounted mirror.
+- ``file:///path``: a local file or a mounted mirror;
+- ``parts:/path/NAME.parts.json``: a file cut into checksummed parts (`weights.parts`),
+  reassembled into the cache; how the default weights ship inside the package.
+
+Most entries are fixed at import. The default weights shipped with the package
+(`swinface-default`) are an entry made on demand from the parts manifest found
+in the package (or where `$SWINFACE_DEFAULT_WEIGHTS` points), so their hash and
+size are the manifest's; `default_weights()` names them when they are present and
+the published checkpoint otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,10 +36,19 @@ import platformdirs
 
 from swinface.errors import SwinFaceError
 
-DEFAULT_WEIGHTS = "swinface-published"
+PUBLISHED_WEIGHTS = "swinface-published"
+SHIPPED_WEIGHTS = "swinface-default"
+# The registered weights used when the package ships none; `default_weights()` says which
+# weights a call without any really uses.
+DEFAULT_WEIGHTS = PUBLISHED_WEIGHTS
 HOME_ENV = "SWINFACE_HOME"
+# A folder (or one `.parts.json` manifest) holding default weights in parts, used instead
+# of those inside the package: for trying new default weights before they ship, and tests.
+SHIPPED_ENV = "SWINFACE_DEFAULT_WEIGHTS"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
+PARTS_SUFFIX = ".parts.json"  # as `weights.parts` writes it (kept here: this module stays light)
 
-SourceKind = Literal["http", "gdrive-folder", "gdrive-file", "package", "file"]
+SourceKind = Literal["http", "gdrive-folder", "gdrive-file", "package", "file", "parts"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -57,7 +76,7 @@ class Source:
             return f"https://drive.google.com/drive/folders/{self.location}"
         if self.kind == "gdrive-file":
             return f"https://drive.google.com/file/d/{self.location}"
-        if self.kind == "package":
+        if self.kind in ("package", "parts"):
             return None
         return self.text
 
@@ -128,35 +147,62 @@ def parse_source(text: str, filename: str) -> Source:
         return Source("file", path, Path(path).name, text)
     elif text.startswith(("http://", "https://")):
         return Source("http", text, filename, text)
+    elif text.startswith("parts:") and (manifest := text[len("parts:") :]):
+        return Source("parts", manifest, filename, text)
     raise ValueError(
         f"weights source {text!r} not understood: use https://, gdrive-folder:ID/FILE, "
-        "gdrive:ID, package://PACKAGE/PATH or file://PATH"
+        "gdrive:ID, package://PACKAGE/PATH, file://PATH or parts:MANIFEST"
     )
 
 
-_REGISTRY: dict[str, WeightsSpec] = {}
+# A name maps to its spec, or to a function that makes it when asked (raising WeightsError,
+# saying why, when those weights are not available in this installation).
+_REGISTRY: dict[str, WeightsSpec | Callable[[], WeightsSpec]] = {}
 
 
 def register(spec: WeightsSpec) -> WeightsSpec:
     """Add `spec` to the registry; a name can be registered once."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"weights {spec.name!r} are already registered")
-    _REGISTRY[spec.name] = spec
+    _add(spec.name, spec)
     return spec
 
 
+def register_provider(name: str, make: Callable[[], WeightsSpec]) -> None:
+    """Register `name` as weights whose spec `make()` builds when asked (e.g. from a
+    manifest that may be absent); `make` raises WeightsError when they are unavailable."""
+    _add(name, make)
+
+
+def _add(name: str, entry: WeightsSpec | Callable[[], WeightsSpec]) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"weights {name!r} are already registered")
+    _REGISTRY[name] = entry
+
+
 def get_spec(name: str) -> WeightsSpec:
-    """The spec registered as `name`; WeightsError listing the known names otherwise."""
+    """The spec registered as `name`; WeightsError listing the known names otherwise,
+    or saying why weights registered here are not available."""
     try:
-        return _REGISTRY[name]
+        entry = _REGISTRY[name]
     except KeyError:
         known = ", ".join(_REGISTRY) or "(none)"
         raise WeightsError(f"no weights registered as {name!r}; registered: {known}") from None
+    return entry if isinstance(entry, WeightsSpec) else entry()
+
+
+def registered_names() -> list[str]:
+    """Every registered name, available or not, in registration order."""
+    return list(_REGISTRY)
 
 
 def list_specs() -> list[WeightsSpec]:
-    """Every registered spec, in registration order."""
-    return list(_REGISTRY.values())
+    """Every available registered spec, in registration order."""
+    specs = []
+    for name in _REGISTRY:
+        try:
+            specs.append(get_spec(name))
+        except WeightsError:
+            continue  # registered, but not in this installation (see `registered_names`)
+    return specs
 
 
 def cache_dir() -> Path:
@@ -174,11 +220,74 @@ def cached_path(spec: WeightsSpec | str) -> Path:
     return cache_dir() / spec.name / spec.filename
 
 
+# ---------------------------------------------------------------- the shipped default
+
+
+def shipped_manifest() -> Path | None:
+    """The parts manifest of the default weights: the one `*.parts.json` in the folder
+    `$SWINFACE_DEFAULT_WEIGHTS` names (or that file itself), else in the package's
+    `assets/default/`; None when the package ships none. WeightsError when the
+    variable is set but names no manifest, or a folder holds several."""
+    given = os.environ.get(SHIPPED_ENV)
+    where = Path(given).expanduser() if given else SHIPPED_DIR
+    if where.is_file() and where.name.endswith(PARTS_SUFFIX):
+        return where
+    found = sorted(where.glob(f"*{PARTS_SUFFIX}")) if where.is_dir() else []
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise WeightsError(f"{where}: several weights manifests ({names}); keep one")
+    if not found and given:
+        raise WeightsError(
+            f"{SHIPPED_ENV}={given}: no weights parts manifest (*{PARTS_SUFFIX}) there"
+        )
+    return found[0] if found else None
+
+
+def default_weights() -> str:
+    """The weights used when none are named: the default shipped with the package when it
+    holds them, else the published checkpoint (fetched on first use)."""
+    return SHIPPED_WEIGHTS if shipped_manifest() is not None else DEFAULT_WEIGHTS
+
+
+def _shipped_spec() -> WeightsSpec:
+    manifest = shipped_manifest()
+    if manifest is None:
+        raise WeightsError(
+            f"weights {SHIPPED_WEIGHTS!r} are not in this installation of swinface (no "
+            f"*{PARTS_SUFFIX} in {SHIPPED_DIR}); use {PUBLISHED_WEIGHTS!r} or --weights PATH"
+        )
+    try:
+        whole = json.loads(manifest.read_text(encoding="utf-8"))
+        return WeightsSpec(
+            name=SHIPPED_WEIGHTS,
+            filename=whole["file"],
+            urls=(f"parts:{manifest}",),
+            sha256=whole["sha256"],
+            size=int(whole["bytes"]),
+            description=f"the default weights, shipped with the package in "
+            f"{len(whole['parts'])} parts: no download",
+            license="trained on non-commercial research datasets (CelebA, UTKFace, FER2013): "
+            "non-commercial research use",
+            architecture="swinface_t",
+            format="native",
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise WeightsError(
+            f"the default weights' manifest {manifest} is unreadable ({err}); reinstall "
+            f"swinface, or use {PUBLISHED_WEIGHTS!r} or --weights PATH"
+        ) from None
+
+
+register_provider(SHIPPED_WEIGHTS, _shipped_spec)
+
+
+# ---------------------------------------------------------------- the published checkpoint
+
 _PUBLISHED_FOLDER = "1NjVN3Kp_Tmwt17hWCIWgHpuWzkHYaman"
 
 register(
     WeightsSpec(
-        name="swinface-published",
+        name=PUBLISHED_WEIGHTS,
         filename="checkpoint_step_79999_gpu_0.pt",
         urls=(f"https://drive.google.com/drive/folders/{_PUBLISHED_FOLDER}",),
         sha256=None,
