@@ -136,3 +136,23 @@ class SearchResponse(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+FILE = {"type": "string", "format": "binary"}
+FILES = {"type": "array", "items": FILE}
+
+
+def form_or_json_body(fields: dict[str, dict], required: list[str], json_model: type) -> dict:
+    """`openapi_extra` for a route that reads its body itself: the multipart form's fields
+    (files and plain values) or the same request as JSON (`json_model`, base64 images)."""
+    return {
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": fields, "required": required}
+                },
+                "application/json": {"schema": json_model.model_json_schema()},
+            },
+            "required": True,
+        }
+    }

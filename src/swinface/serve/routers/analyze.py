@@ -9,6 +9,8 @@ from swinface.pipeline import Face, PhotoResult, cosine_similarity
 from swinface.serve.auth import require_read_key
 from swinface.serve.batching import DetectorOptions
 from swinface.serve.schemas import (
+    FILE,
+    FILES,
     AnalyzeJSON,
     AnalyzeResponse,
     DetectorFields,
@@ -17,6 +19,7 @@ from swinface.serve.schemas import (
     PhotoRecord,
     VerifyJSON,
     VerifyResponse,
+    form_or_json_body,
 )
 from swinface.serve.service import FaceService, read_inputs
 
@@ -63,31 +66,18 @@ def model_info(svc: FaceService) -> ModelInfo:
     return ModelInfo(weights=svc.weights_name, digest=svc.digest, verify_threshold=svc.threshold)
 
 
-_IMAGE_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "images": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                        },
-                        "aligned": {"type": "boolean"},
-                        "embeddings": {"type": "boolean"},
-                        "score_threshold": {"type": "number"},
-                        "min_face": {"type": "number"},
-                        "max_faces": {"type": "integer"},
-                    },
-                    "required": ["images"],
-                }
-            },
-            "application/json": {"schema": AnalyzeJSON.model_json_schema()},
-        },
-        "required": True,
-    }
-}
+_IMAGE_BODY = form_or_json_body(
+    {
+        "images": FILES,
+        "aligned": {"type": "boolean"},
+        "embeddings": {"type": "boolean"},
+        "score_threshold": {"type": "number"},
+        "min_face": {"type": "number"},
+        "max_faces": {"type": "integer"},
+    },
+    ["images"],
+    AnalyzeJSON,
+)
 
 
 @router.post("/analyze", response_model=AnalyzeResponse, openapi_extra=_IMAGE_BODY)
@@ -123,25 +113,9 @@ def main_face(result: PhotoResult, what: str) -> Face:
 @router.post(
     "/verify",
     response_model=VerifyResponse,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "a": {"type": "string", "format": "binary"},
-                            "b": {"type": "string", "format": "binary"},
-                            "aligned": {"type": "boolean"},
-                        },
-                        "required": ["a", "b"],
-                    }
-                },
-                "application/json": {"schema": VerifyJSON.model_json_schema()},
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=form_or_json_body(
+        {"a": FILE, "b": FILE, "aligned": {"type": "boolean"}}, ["a", "b"], VerifyJSON
+    ),
 )
 async def verify(request: Request) -> VerifyResponse:
     """Are the main (largest) faces of photos `a` and `b` the same person, at the weights' threshold?"""

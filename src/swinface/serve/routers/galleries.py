@@ -14,6 +14,8 @@ from swinface.gallery.store import check_name
 from swinface.serve.auth import require_read_key, require_write_key
 from swinface.serve.routers.analyze import parse_fields, service
 from swinface.serve.schemas import (
+    FILE,
+    FILES,
     Candidate,
     EnrolJSON,
     EnrolResponse,
@@ -23,6 +25,7 @@ from swinface.serve.schemas import (
     SearchJSON,
     SearchResponse,
     SubjectOut,
+    form_or_json_body,
 )
 from swinface.serve.service import read_inputs
 
@@ -66,30 +69,17 @@ async def delete_gallery(gallery: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-_ENROL_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "subject_id": {"type": "string"},
-                        "name": {"type": "string"},
-                        "metadata": {"type": "string", "description": "a JSON object"},
-                        "face_index": {"type": "integer"},
-                        "images": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                        },
-                    },
-                    "required": ["subject_id", "images"],
-                }
-            },
-            "application/json": {"schema": EnrolJSON.model_json_schema()},
-        },
-        "required": True,
-    }
-}
+_ENROL_BODY = form_or_json_body(
+    {
+        "subject_id": {"type": "string"},
+        "name": {"type": "string"},
+        "metadata": {"type": "string", "description": "a JSON object"},
+        "face_index": {"type": "integer"},
+        "images": FILES,
+    },
+    ["subject_id", "images"],
+    EnrolJSON,
+)
 
 
 @router.post(
@@ -182,24 +172,9 @@ async def delete_subject(gallery: str, subject_id: str, request: Request) -> Res
     "/{gallery}/search",
     response_model=SearchResponse,
     dependencies=READ,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "image": {"type": "string", "format": "binary"},
-                            "top_k": {"type": "integer"},
-                        },
-                        "required": ["image"],
-                    }
-                },
-                "application/json": {"schema": SearchJSON.model_json_schema()},
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=form_or_json_body(
+        {"image": FILE, "top_k": {"type": "integer"}}, ["image"], SearchJSON
+    ),
 )
 async def search(gallery: str, request: Request) -> SearchResponse:
     """For every face of a photo, the top-k subjects; `identity` is null (unknown) below the threshold."""
