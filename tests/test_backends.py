@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from swinface import tasks
-from swinface.backends import OnnxBackend, TorchBackend, create_backend
+from swinface.backends import OnnxBackend, TorchBackend, create_backend, default_backend
 from swinface.export import ONNX_OUTPUTS, export_onnx
 from swinface.inference import SwinFaceRunner
 from swinface.pipeline import FaceAnalyzer
@@ -76,9 +76,13 @@ def test_half_precision_stays_within_the_documented_tolerance(conformance_model)
         assert (p_ref - p_half).abs().max() < 0.05, name
 
 
-def test_runner_and_analyzer_choose_backends_by_name(conformance_model):
+def test_runner_and_analyzer_choose_backends_by_name(conformance_model, monkeypatch):
+    import swinface.backends as backends
+
+    # Without native bf16 (or OpenVINO), auto is ONNX Runtime's float32 graph.
+    monkeypatch.setattr(backends, "cpu_runs_bf16", lambda: False)
     runner = SwinFaceRunner(conformance_model, device="cpu", backend="auto")
-    assert runner.backend.name == "onnxruntime"  # the faster CPU path
+    assert runner.backend.name == default_backend(CPU) == "onnxruntime"
     assert runner.backend.path.is_file()  # exported once into the (test) cache
     again = SwinFaceRunner(conformance_model, device="cpu", backend="onnxruntime")
     assert again.backend.path == runner.backend.path
@@ -100,6 +104,7 @@ def test_auto_falls_back_to_pytorch_when_onnx_runtime_cannot_run(conformance_mod
         raise RuntimeError("no ONNX Runtime here")
 
     monkeypatch.setattr(backends, "OnnxBackend", broken)
+    monkeypatch.setattr(backends, "cpu_runs_bf16", lambda: False)  # ONNX Runtime, not OpenVINO
     assert create_backend("auto", conformance_model, CPU).name == "eager"
     with pytest.raises(RuntimeError, match="no ONNX Runtime"):
         create_backend("onnxruntime", conformance_model, CPU)

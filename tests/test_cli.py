@@ -176,7 +176,10 @@ def test_prepare_aligns_a_slice_of_a_real_pack(fmt, folder, tmp_path, capsys):
         assert store.has("attributes").all() and store.has("identity").all()
 
 
-def test_bench_prints_figures_for_each_backend_beside_the_baseline(capsys):
+def test_bench_prints_figures_for_each_backend_beside_the_baseline(capsys, monkeypatch):
+    import swinface.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_runs_bf16", lambda: False)  # auto: ONNX Runtime
     args = [
         "bench",
         "--model",
@@ -190,6 +193,13 @@ def test_bench_prints_figures_for_each_backend_beside_the_baseline(capsys):
         "0.05",
         "--train-batch",
         "1",
+        "--backends",
+        "eager",
+        "onnxruntime",
+        "--precisions",
+        "float32",
+        "--rounds",
+        "1",
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -199,6 +209,62 @@ def test_bench_prints_figures_for_each_backend_beside_the_baseline(capsys):
     model_rows = [line for line in out.splitlines() if line.startswith("model ")]
     assert len(model_rows) == 4  # baseline (eager float32, timed once) and onnxruntime, x 2 batches
     assert all(line.rstrip().endswith("x") for line in model_rows)
+    assert "auto runs onnxruntime float32" in out  # no int8 graph was made for these weights
+    stages = next(line for line in out.splitlines() if line.startswith("stages, ms per photo: "))
+    assert all(f"{s} " in stages for s in ("decode", "detect", "align", "analyse"))
+    assert "(bound by " in stages
+
+
+def _random_faces(folder, n: int, size: tuple[int, int]):
+    """A folder of `n` face-sized images of random pixels (PNG, lossless)."""
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_bench_reference_prints_int8_and_plain_beside_the_accuracy_bar(
+    capsys, tmp_path, monkeypatch
+):
+    import swinface.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_runs_bf16", lambda: False)  # auto: ONNX Runtime
+    faces = _random_faces(tmp_path / "faces", 20, (100, 90))
+    args = ["bench", "--model", "swinface_nano", "--device", "cpu", "--batches", "1"]
+    args += ["--seconds", "0.05", "--rounds", "1", "--train-batch", "0", "--reference"]
+    args += ["--backends", "plain", "onnxruntime", "--faces", str(faces)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "int8: an int8 graph calibrated on 10 faces here" in out
+    rows = {tuple(line.split()[1:3]) for line in out.splitlines() if line.startswith("model ")}
+    assert rows == {("eager", "(baseline)"), ("plain", "float32"), ("onnxruntime", "float32")} | {
+        ("onnxruntime", "int8")
+    }
+    assert "vs plain" in out
+    assert f"agreement with eager float32 on 10 held-out faces from {faces}" in out
+    agreement = [line for line in out.splitlines() if line.startswith(("plain ", "onnxruntime "))]
+    assert len(agreement) == 3 and agreement[0].split()[2:4] == ["1.0000", "1.0000"]
+    assert "bar: cosine mean >= 0.995" in out
+    # The benchmark's own int8 graph never becomes what auto runs.
+    assert "auto runs onnxruntime float32" in out
+
+
+def test_quantize_command_writes_a_checked_int8_graph(capsys, tmp_path):
+    import onnxruntime as ort
+
+    faces = _random_faces(tmp_path / "faces", 16, (112, 112))
+    out_path = tmp_path / "int8.onnx"
+    args = ["quantize", "--model", "swinface_nano", "--faces", str(faces), "--out", str(out_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"int8 graph: {out_path}" in out and "agreement with float32: cosine mean" in out
+    assert "(8 faces)" in out and "accuracy bar" in out
+    meta = ort.InferenceSession(str(out_path)).get_modelmeta().custom_metadata_map
+    assert meta["format"] == "swinface-onnx-int8" and meta["calibration_faces"] == "8"
+    assert main(["quantize", "--faces", str(tmp_path / "nowhere")]) != 0
 
 
 def test_export_onnx_command_writes_a_graph_that_runs(native_weights, tmp_path, capsys):
@@ -446,7 +512,7 @@ def test_compiled_on_cpu_is_announced(capsys):
     [
         (
             ["analyze", "--help"],
-            ["(default: 64)", "{auto,eager,compiled,onnxruntime}", "exit status"],
+            ["(default: 64)", "{auto,eager,compiled,onnxruntime,openvino}", "exit status"],
         ),
         (["verify", "--help"], ["0    success (verify: the same person)", "box"]),
         (["export-onnx", "--help"], ["(default: 17)", "14 to 20"]),

@@ -109,7 +109,7 @@ def test_bfloat16_model_runs_on_cpu():
     assert eager.precision == "bfloat16"
     as_float = TorchBackend(half, torch.device("cpu"), "float32")
     auto = SwinFaceRunner(half, device="cpu", backend="auto")
-    assert auto.backend.name == "onnxruntime"
+    assert auto.backend.name in ("onnxruntime", "openvino")  # the float32 graph, exported
     for out in (eager.run(faces), as_float(torch.from_numpy(faces)), auto.run(faces)):
         cos = F.cosine_similarity(out.embedding, ref.embedding)
         assert cos.min() > 0.99

@@ -24,7 +24,9 @@ from swinface.data.samples import Sample
 from swinface.export import cached_onnx_graph, export_onnx, model_digest
 from swinface.inference import SwinFaceRunner, analyze_aligned
 from swinface.model import create_model
+from swinface.model.plain import PlainSwinFace
 from swinface.pipeline import FaceAnalyzer
+from swinface.quantize import quantize_model
 from swinface.weights import save_native, save_published
 
 CPU = torch.device("cpu")
@@ -108,6 +110,8 @@ ENTRY_POINTS: dict[str, Callable] = {
     "evaluate_stores": _evaluate_stores,
     "save_native": lambda m, tmp: save_native(m, tmp / "model.safetensors"),
     "save_published": lambda m, tmp: save_published(m, tmp / "model.pt"),
+    "quantize_model": lambda m, tmp: quantize_model(m, _faces(16), out=tmp / "int8.onnx"),
+    "PlainSwinFace": lambda m, tmp: PlainSwinFace(m),
 }
 
 
@@ -151,6 +155,8 @@ MODEL_STATES = {
 # Entry points that work on a copy of the model whatever its mode: one training state is enough.
 COPYING = {
     "OnnxBackend",
+    "quantize_model",
+    "PlainSwinFace",
     "export_onnx",
     "cached_onnx_graph",
     "model_digest",

@@ -56,7 +56,7 @@ def test_two_processes_asking_at_once_share_one_export(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "other weights"])
-def test_a_damaged_cached_graph_is_detected_and_exported_again(nano, damage, caplog):
+def test_a_damaged_cached_graph_is_detected_and_exported_again(nano, damage, caplog, monkeypatch):
     path = cached_onnx_graph(nano)
     digest = model_digest(nano)
     if damage == "truncated":
@@ -71,6 +71,7 @@ def test_a_damaged_cached_graph_is_detected_and_exported_again(nano, damage, cap
                 prop.value = "0123456789abcdef"
         onnx.save(graph, str(path))
     assert graph_problem(path, digest) is not None
+    monkeypatch.setattr(backends, "cpu_runs_bf16", lambda: False)  # ONNX Runtime, not OpenVINO
     with caplog.at_level(logging.WARNING, logger="swinface.export"):
         backend = create_backend("auto", nano, CPU)
     assert backend.name == "onnxruntime"  # repaired, not a silent fall back to eager
@@ -104,6 +105,7 @@ def test_auto_warns_once_saying_why_it_falls_back(nano, monkeypatch, caplog):
         raise RuntimeError("no ONNX Runtime here")
 
     monkeypatch.setattr(backends, "OnnxBackend", broken)
+    monkeypatch.setattr(backends, "cpu_runs_bf16", lambda: False)  # ONNX Runtime, not OpenVINO
     monkeypatch.setattr(backends, "_WARNED", set())
     with caplog.at_level(logging.WARNING, logger="swinface.backends"):
         first = create_backend("auto", nano, CPU)
@@ -121,3 +123,17 @@ def test_the_graph_records_the_weights_it_was_made_from(nano, tmp_path):
     assert graph_problem(path, model_digest(nano)) is None
     torch.manual_seed(2)
     assert graph_problem(path, model_digest(create_model("swinface_nano"))) is not None
+
+
+def test_a_graph_from_an_older_export_is_made_again(nano, caplog):
+    path = cached_onnx_graph(nano)
+    graph = onnx.load(str(path))
+    for prop in graph.metadata_props:
+        if prop.key == "export_version":
+            prop.value = "1"
+    onnx.save(graph, str(path))
+    assert "older export" in graph_problem(path, model_digest(nano))
+    with caplog.at_level(logging.WARNING, logger="swinface.export"):
+        assert cached_onnx_graph(nano) == path
+    assert any("older export" in r.getMessage() for r in caplog.records)
+    assert graph_problem(path, model_digest(nano)) is None

@@ -5,7 +5,11 @@
 - `compiled`: the same model through `torch.compile` (on CUDA with CUDA graphs
   for fixed shapes, `mode="reduce-overhead"`; CUDA graphs share their output
   memory between calls, so on CUDA its calls from several threads take turns);
-- `onnxruntime`: the exported ONNX graph on ONNX Runtime; on CPU the fastest.
+- `onnxruntime`: the exported ONNX graph on ONNX Runtime; on CPU the fastest,
+  in float32 or (`precision='int8'`) as the int8 graph that `swinface.quantize`
+  made for these weights, calibrated on faces and checked against float32;
+- `openvino`: the same graph on OpenVINO (the `openvino` extra), in bf16 where
+  the CPU runs it natively (AVX-512 BF16, AMX), else float32.
 
 Every backend takes uint8 RGB faces (N, 112, 112, 3) and returns a
 `SwinFaceOutput` of float32 CPU tensors. None changes the model it is given
@@ -33,6 +37,7 @@ from swinface.export import (
 )
 from swinface.model import SwinFace, SwinFaceOutput
 from swinface.model.borrowed import eval_mode, model_dtype, on_device, working_copy
+from swinface.quantize import INT8_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +158,68 @@ class OnnxBackend:
         if names != list(ONNX_OUTPUTS):
             raise ValueError(f"{self.path}: not a SwinFace graph (outputs {names[:3]}...)")
         self.input_name = ONNX_INPUT
-        self.precision = "float32"
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.precision = "int8" if meta.get("format") == INT8_FORMAT else "float32"
 
     def __call__(self, faces: torch.Tensor) -> SwinFaceOutput:
         outputs = self.session.run(None, {self.input_name: faces.cpu().numpy()})
         logits = np.concatenate(outputs[:-1], axis=1)
         return SwinFaceOutput(torch.from_numpy(outputs[-1]), torch.from_numpy(logits))
+
+
+def cpu_runs_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), per oneDNN."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+class OpenVinoBackend:
+    """The exported graph on OpenVINO's CPU plugin.
+
+    Precision 'auto' is bf16 where the CPU has native bf16 (products in bf16,
+    accumulation and the softmax/norm statistics in float32), else float32.
+    Each thread gets its own inference request, so calls may come from several
+    threads.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self, graph: str | Path | SwinFace, device: torch.device | None = None, precision="auto"
+    ) -> None:
+        import openvino as ov
+
+        if device is not None and device.type != "cpu":
+            raise ValueError(f"openvino: runs on the CPU, not {device}")
+        if isinstance(graph, SwinFace):
+            graph = cached_onnx_graph(graph)
+        if precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"openvino: precision auto, float32 or bfloat16, not {precision!r}")
+        if precision == "auto":
+            precision = "bfloat16" if cpu_runs_bf16() else "float32"
+        self.path, self.device, self.precision = Path(graph), torch.device("cpu"), precision
+        core = ov.Core()
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        names = [o.get_any_name() for o in self.compiled.outputs]
+        if names != list(ONNX_OUTPUTS):
+            raise ValueError(f"{self.path}: not a SwinFace graph (outputs {names[:3]}...)")
+        self._local = threading.local()
+
+    def __call__(self, faces: torch.Tensor) -> SwinFaceOutput:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(faces.cpu().numpy())})
+        outputs = [request.get_output_tensor(i).data for i in range(len(ONNX_OUTPUTS))]
+        # The request reuses its output memory: copy out before the next call.
+        logits = np.concatenate(outputs[:-1], axis=1)
+        return SwinFaceOutput(torch.from_numpy(outputs[-1].copy()), torch.from_numpy(logits))
 
 
 BACKENDS: dict[str, Callable[..., object]] = {
@@ -167,12 +228,28 @@ BACKENDS: dict[str, Callable[..., object]] = {
         model, device, precision, compile=True
     ),
     "onnxruntime": lambda model, device, precision: OnnxBackend(model, device),
+    "openvino": lambda model, device, precision: OpenVinoBackend(model, device, precision),
 }
 
 
+# OpenVINO bf16 is the fastest CPU path where the CPU has native bf16, but not yet the
+# default: a test process that had run it crashed (SIGSEGV) when it next started a
+# subprocess, so it stays opt-in (`backend="openvino"`) until that is understood.
+OPENVINO_BY_DEFAULT = False
+
+
 def default_backend(device: torch.device) -> str:
-    """ONNX Runtime on CPU (about 2-3x eager PyTorch there; see README), eager PyTorch on GPU."""
+    """ONNX Runtime on CPU (faster than eager PyTorch there; see README), eager PyTorch on GPU.
+
+    With `OPENVINO_BY_DEFAULT`, OpenVINO where it is installed and the CPU runs bf16."""
     if device.type == "cpu":
+        if OPENVINO_BY_DEFAULT and cpu_runs_bf16():
+            try:
+                import openvino  # noqa: F401
+
+                return "openvino"
+            except ImportError:
+                pass
         try:
             import onnxruntime  # noqa: F401
 
@@ -194,23 +271,65 @@ def _warn_once(message: str) -> None:
     log.warning("%s", message)
 
 
+def checked_int8_graph(model: SwinFace) -> Path | None:
+    """The cached int8 graph of `model`'s weights when its recorded agreement with float32
+    meets `swinface.quantize.ACCURACY_BAR`; None when there is none or it falls short."""
+    from swinface.quantize import cached_int8_graph, recorded_agreement
+
+    path = cached_int8_graph(model)
+    if path is None:
+        return None
+    result = recorded_agreement(path)
+    if result is None or not result.meets():
+        why = "; ".join(result.shortfalls()) if result else "never checked against float32"
+        log.info("int8 graph %s not used by default: %s", path, why)
+        return None
+    return path
+
+
+def _int8_backend(model: SwinFace, device: torch.device) -> OnnxBackend:
+    from swinface.quantize import cached_int8_graph
+
+    path = cached_int8_graph(model)
+    if path is None:
+        raise ValueError(
+            "precision int8: no int8 graph for these weights yet; make one with "
+            "`swinface quantize --faces FOLDER` (aligned faces to calibrate on)"
+        )
+    return OnnxBackend(path, device)
+
+
 def create_backend(
     name: str, model: SwinFace, device: torch.device, precision: str = "auto"
-) -> TorchBackend | OnnxBackend:
-    """The backend `name` ('auto', 'eager', 'compiled', 'onnxruntime') for `model` on `device`.
+) -> TorchBackend | OnnxBackend | OpenVinoBackend:
+    """The backend `name` ('auto', 'eager', 'compiled', 'onnxruntime', 'openvino') for `model`.
 
-    'auto' is ONNX Runtime on CPU and eager PyTorch on GPU. When ONNX Runtime
-    cannot run, 'auto' warns once, saying why, and runs the PyTorch model.
+    'auto' is eager PyTorch on GPU. On CPU it is ONNX Runtime (OpenVINO in bf16
+    instead, with `OPENVINO_BY_DEFAULT`, where the CPU runs bf16 natively): at
+    precision 'auto' the cached int8 graph of these weights when one meets the
+    accuracy bar (`checked_int8_graph`), else the float32 graph. When the
+    graph runtime cannot run, 'auto' warns once, saying why, and runs the
+    PyTorch model. Precision 'int8' is ONNX Runtime's alone.
     """
+    if precision == "int8":
+        if name not in ("auto", "onnxruntime"):
+            raise ValueError(f"precision int8: only the onnxruntime backend runs it, not {name!r}")
+        return _int8_backend(model, device)
     if name == "auto":
         name = default_backend(device)
-        if name == "onnxruntime":
+        if name == "openvino" and precision not in ("auto", "float32", "bfloat16"):
+            name = "onnxruntime"
+        if name in ("openvino", "onnxruntime"):
             try:
-                return OnnxBackend(model, device)
+                if name == "openvino":
+                    return OpenVinoBackend(model, device, precision)
+                int8 = checked_int8_graph(model) if precision == "auto" else None
+                return OnnxBackend(int8 or model, device)
             except Exception as err:  # export or session trouble must not stop an analysis
                 reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                runtime = "OpenVINO" if name == "openvino" else "ONNX Runtime"
                 _warn_once(
-                    "backend 'auto': ONNX Runtime cannot run this model "
+                    f"backend 'auto': {runtime} cannot run this model "
                     f"({type(err).__name__}: {reason}); running the PyTorch model instead"
                 )
                 name = "eager"
@@ -226,7 +345,10 @@ def create_backend(
 __all__ = [
     "BACKENDS",
     "OnnxBackend",
+    "OpenVinoBackend",
     "TorchBackend",
+    "checked_int8_graph",
+    "cpu_runs_bf16",
     "create_backend",
     "default_backend",
     "model_digest",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from swinface.model import SwinFace
+from swinface.model import SwinFace, SwinFaceOutput
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class BenchRow:
     per_second: float  # faces/s, photos/s or images/s
     latency_ms: float  # per batch
     ratio: float | None = None  # against the plain eager float32 run of the same batch
+    vs_plain: float | None = None  # against the plain module-per-subnet model (`PlainSwinFace`)
 
 
 def machine_description(device: torch.device) -> str:
@@ -65,6 +66,63 @@ def time_call(
     return (time.perf_counter() - start) / n
 
 
+BASELINE = ("eager", "float32")
+PLAIN = "plain"  # the published module-per-subnet structure, eager float32
+
+
+def default_targets(device: torch.device, backends: Sequence[str]) -> list[tuple[str, str]]:
+    """(backend, precision) pairs worth timing here, for the named backends.
+
+    On CPU: eager float32 (the baseline) and bf16 where the CPU has it, the
+    plain model, ONNX Runtime float32 and int8, OpenVINO in bf16 where the CPU
+    has it (else float32). On GPU: each backend at the precision 'auto' resolves to.
+    """
+    from swinface.backends import cpu_runs_bf16, resolve_precision
+
+    targets = [BASELINE]
+    for name in backends:
+        if device.type == "cuda":
+            targets.append((name, resolve_precision("auto", device)))
+        elif name == "eager":
+            targets += [("eager", "bfloat16")] if cpu_runs_bf16() else []
+        elif name == "onnxruntime":
+            targets += [("onnxruntime", "float32"), ("onnxruntime", "int8")]
+        elif name == "openvino":
+            targets.append(("openvino", "bfloat16" if cpu_runs_bf16() else "float32"))
+        else:
+            targets.append((name, "float32"))
+    return list(dict.fromkeys(targets))
+
+
+class _PlainRunner:
+    """The plain model behind the backend interface: uint8 faces in, float32 outputs out."""
+
+    name, precision = PLAIN, "float32"
+
+    def __init__(self, model: SwinFace) -> None:
+        from swinface.model.plain import PlainSwinFace
+
+        self.model = PlainSwinFace(model)
+
+    def __call__(self, faces: torch.Tensor):
+        with torch.inference_mode():
+            return self.model(SwinFace.preprocess(faces.cpu()))
+
+
+def make_runner(model: SwinFace, device: torch.device, target: tuple[str, str], int8_graph=None):
+    """The callable that runs `target` = (backend, precision) on uint8 faces."""
+    from swinface.backends import OnnxBackend, create_backend
+
+    name, precision = target
+    if name == PLAIN:
+        return _PlainRunner(model)
+    if target == ("onnxruntime", "int8") and int8_graph is not None:
+        return OnnxBackend(int8_graph, device)
+    if name == "onnxruntime" and precision == "float32":
+        return OnnxBackend(model, device)
+    return create_backend(name, model, device, precision)
+
+
 def bench_model(
     model: SwinFace,
     device: torch.device,
@@ -72,61 +130,117 @@ def bench_model(
     batches: Sequence[int],
     *,
     min_seconds: float = 2.0,
+    targets: Sequence[tuple[str, str]] | None = None,
+    rounds: int = 1,
+    int8_graph=None,
+    runners: dict | None = None,
 ) -> list[BenchRow]:
-    """Model-only faces/s for each backend and batch, beside the plain eager float32 baseline.
+    """Model-only faces/s for each (backend, precision) and batch, beside eager float32.
 
-    Every backend runs the model in eval mode, and the model is left as it was.
-    A backend that resolves to the baseline itself (eager at float32, as on
-    CPU) is timed once, as the baseline row.
+    `targets` defaults to each backend at the precision 'auto' resolves to
+    (float32 on CPU). Every target is timed in turn, `rounds` times over, and
+    its best round kept, so that a load that comes and goes touches all alike.
+    The ratios are to eager float32 and, when timed, to the plain model.
+    `int8_graph`: the int8 graph to time for ('onnxruntime', 'int8'), else the
+    cached one. `runners`, when given, collects what ran, by target. Every
+    backend runs the model in eval mode, and the model is left as it was.
     """
-    from swinface.backends import create_backend, resolve_precision
+    from swinface.backends import resolve_precision
     from swinface.model.borrowed import model_dtype
 
+    if targets is None:
+        dtype = model_dtype(model)
+        targets = [BASELINE]
+        for name in backends:
+            resolved = (
+                "float32" if name == "onnxruntime" else resolve_precision("auto", device, dtype)
+            )
+            targets.append((name, resolved))
+    targets = list(dict.fromkeys([BASELINE, *targets]))
+    made = runners if runners is not None else {}
     rows = []
     rng = np.random.default_rng(0)
-    dtype = model_dtype(model)
-    runs: dict[tuple[str, str], str] = {("eager", "float32"): "float32"}
-    for name in backends:
-        # Keyed by what actually runs: 'eager' at 'auto' on CPU is the baseline again.
-        resolved = "float32" if name == "onnxruntime" else resolve_precision("auto", device, dtype)
-        runs.setdefault((name, resolved), "auto")
-    made: dict[tuple[str, str], object] = {}
     for batch in batches:
         faces = torch.from_numpy(rng.integers(0, 256, (batch, 112, 112, 3), np.uint8))
         if device.type == "cuda":
             faces = faces.pin_memory()
-        baseline = None
-        for key, precision in runs.items():
-            name = key[0]
-            try:
-                if key not in made:
-                    made[key] = create_backend(name, model, device, precision)
-                backend = made[key]
-                seconds = time_call(
-                    lambda b=backend, x=faces: b(x), device, min_seconds=min_seconds
-                )
-            except Exception as err:  # a backend that cannot run here is reported, not fatal
-                log.warning("%s at batch %d could not run: %s", name, batch, err)
-                continue
-            row = BenchRow("model", name, backend.precision, batch, batch / seconds, seconds * 1e3)
-            if key == ("eager", "float32"):
-                baseline = row.per_second
-                row.backend = "eager (baseline)"
-            row.ratio = row.per_second / baseline if baseline else None
+        best: dict[tuple[str, str], float] = {}
+        for _ in range(max(1, rounds)):
+            for target in targets:
+                try:
+                    if target not in made:
+                        made[target] = make_runner(model, device, target, int8_graph)
+                    seconds = time_call(
+                        lambda r=made[target], x=faces: r(x), device, min_seconds=min_seconds
+                    )
+                except Exception as err:  # a backend that cannot run here is reported, not fatal
+                    log.warning("%s %s at batch %d could not run: %s", *target, batch, err)
+                    made.pop(target, None)
+                    continue
+                best[target] = min(seconds, best.get(target, float("inf")))
+        base, plain = best.get(BASELINE), best.get((PLAIN, "float32"))
+        for target, seconds in best.items():
+            backend = "eager (baseline)" if target == BASELINE else target[0]
+            row = BenchRow(
+                "model", backend, made[target].precision, batch, batch / seconds, seconds * 1e3
+            )
+            row.ratio = base / seconds if base else None
+            row.vs_plain = plain / seconds if plain else None
             rows.append(row)
     return rows
+
+
+def bench_accuracy(
+    runners: dict, faces: np.ndarray, *, batch: int = 16
+) -> list[tuple[tuple[str, str], object]]:
+    """Each runner's agreement with eager float32 on `faces` (`swinface.quantize.Agreement`)."""
+    from swinface.quantize import agreement
+
+    def run(runner):
+        outs = [runner(torch.from_numpy(faces[i : i + batch])) for i in range(0, len(faces), batch)]
+        return SwinFaceOutput(
+            torch.cat([o.embedding for o in outs]), torch.cat([o.logits for o in outs])
+        )
+
+    reference = run(runners[BASELINE])
+    return [
+        (target, agreement(reference, run(runner)))
+        for target, runner in runners.items()
+        if target != BASELINE
+    ]
+
+
+def format_accuracy(results, faces_source: str) -> str:
+    """The agreement table, with the accuracy bar beside it."""
+    from swinface.quantize import ACCURACY_BAR as bar
+
+    header = (
+        f"{'backend':<12} {'precision':<9} {'cos mean':>8} {'cos min':>8} {'expr':>6} "
+        f"{'gender':>6} {'attrs':>6} {'age (y)':>7}  bar"
+    )
+    lines = [f"agreement with eager float32 on {faces_source}:", header, "-" * len(header)]
+    for (backend, precision), a in results:
+        verdict = "meets" if a.meets() else "misses: " + "; ".join(a.shortfalls())
+        lines.append(
+            f"{backend:<12} {precision:<9} {a.cosine_mean:>8.4f} {a.cosine_min:>8.4f} "
+            f"{a.expression:>6.1%} {a.gender:>6.1%} {a.attributes:>6.1%} "
+            f"{a.age_difference:>7.3f}  {verdict}"
+        )
+    lines.append(
+        f"bar: cosine mean >= {bar.cosine_mean}, min >= {bar.cosine_min}; expression, gender "
+        f">= {bar.expression:.0%}; attributes >= {bar.attributes:.0%}; age <= {bar.age_difference} y"
+    )
+    return "\n".join(lines)
 
 
 def bench_pipeline(
     analyzer, photo, *, photos_per_call: int = 8, min_seconds: float = 2.0
 ) -> BenchRow:
-    """End to end: decode, detect, align and analyse the same photo many times."""
-    from swinface.vision import load_image
-
-    image = load_image(photo)
+    """End to end: decode, detect, align and analyse the same photo many times
+    (decoded each time, as a folder of photos would be)."""
     device = analyzer.runner.device
     seconds = time_call(
-        lambda: list(analyzer.analyze_many([image] * photos_per_call)),
+        lambda: list(analyzer.analyze_many([photo] * photos_per_call)),
         device,
         min_seconds=min_seconds,
         warmup=1,
@@ -139,6 +253,29 @@ def bench_pipeline(
         photos_per_call / seconds,
         seconds * 1e3,
     )
+
+
+def bench_stages(analyzer, photo, *, min_seconds: float = 1.0) -> dict[str, float]:
+    """Milliseconds per photo for each stage of the pipeline on its own: decode, detect,
+    align, analyse (the model on the photo's faces). The slowest bounds photos/s."""
+    from swinface.vision import align_face, load_image
+
+    device = analyzer.runner.device
+    image = load_image(photo)
+    detections = analyzer.detector.detect(image)
+    crops = [align_face(image, d.landmarks) for d in detections]
+    stages = {
+        "decode": lambda: load_image(photo),
+        "detect": lambda: analyzer.detector.detect(image),
+        "align": lambda: [align_face(image, d.landmarks) for d in detections],
+    }
+    if crops:
+        faces = np.stack(crops)
+        stages["analyse"] = lambda: analyzer.runner.run(faces)
+    return {
+        name: 1e3 * time_call(fn, device, warmup=1, min_seconds=min_seconds)
+        for name, fn in stages.items()
+    }
 
 
 def bench_training(
@@ -201,11 +338,19 @@ def bench_training(
 
 def format_rows(rows: Sequence[BenchRow]) -> str:
     """A plain table for the terminal and the README."""
-    header = f"{'what':<11} {'backend':<17} {'precision':<9} {'batch':>5} {'per second':>11} {'ms/batch':>9} {'vs eager fp32':>13}"
+    plain = any(r.vs_plain is not None for r in rows)
+    header = (
+        f"{'what':<11} {'backend':<17} {'precision':<9} {'batch':>5} {'per second':>11} "
+        f"{'ms/batch':>9} {'vs eager fp32':>13}" + (f" {'vs plain':>9}" if plain else "")
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
-        lines.append(
-            f"{r.what:<11} {r.backend:<17} {r.precision:<9} {r.batch:>5} {r.per_second:>11.1f} {r.latency_ms:>9.1f} {ratio:>13}"
+        line = (
+            f"{r.what:<11} {r.backend:<17} {r.precision:<9} {r.batch:>5} {r.per_second:>11.1f} "
+            f"{r.latency_ms:>9.1f} {ratio:>13}"
         )
+        if plain:
+            line += f" {f'{r.vs_plain:.2f}x' if r.vs_plain is not None else '':>9}"
+        lines.append(line)
     return "\n".join(lines)

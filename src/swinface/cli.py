@@ -256,9 +256,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "eager", "compiled", "onnxruntime"],
-        help="how the model runs; auto: ONNX Runtime on CPU, eager PyTorch on GPU; compiled: "
-        "torch.compile (about 2 minutes of compiling on a CPU)",
+        choices=["auto", "eager", "compiled", "onnxruntime", "openvino"],
+        help="how the model runs; auto: ONNX Runtime on CPU, eager PyTorch on GPU; openvino: "
+        "the fastest on CPUs with native bf16; compiled: torch.compile (about 2 minutes of "
+        "compiling on a CPU)",
     )
     p.add_argument(
         "--max-pixels",
@@ -290,13 +291,13 @@ def _load_model(weights: str, device: str):
 def _announce_backend(model, backend: str, device: str) -> None:
     """Say so before a slow one-off step: exporting the ONNX graph, compiling."""
     cpu = _on_cpu(device)
-    if backend == "onnxruntime" or (backend == "auto" and cpu):
+    if backend in ("onnxruntime", "openvino") or (backend == "auto" and cpu):
         from swinface.backends import onnx_path_for
 
         graph = onnx_path_for(model)
         if not graph.is_file():
             _status(
-                "exporting the model as an ONNX graph for ONNX Runtime (once for these "
+                "exporting the model as an ONNX graph (once for these "
                 f"weights, about a minute; cached as {graph}) ..."
             )
     elif backend == "compiled":
@@ -1046,9 +1047,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 MODEL_NAMES = ("swinface_t", "swinface_nano")
 
 
-def _bench_args(p: argparse.ArgumentParser) -> None:
+def _model_source_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
-        "--weights", default=None, help="weights to time (default: random weights, same speed)"
+        "--weights", default=None, help=f"weights to {what} (default: random weights, same speed)"
     )
     p.add_argument(
         "--model",
@@ -1057,6 +1058,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         help="architecture when no weights are named (swinface_nano: a small model for tests "
         "and CPU experiments, not for real use)",
     )
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    _model_source_args(p, "time")
     p.add_argument(
         "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N"
     )
@@ -1064,17 +1069,44 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         "--backends",
         nargs="+",
         default=None,
-        choices=["eager", "compiled", "onnxruntime"],
-        help="backends to time (default: eager and onnxruntime on CPU; eager and compiled on GPU)",
+        choices=["eager", "compiled", "onnxruntime", "openvino", "plain"],
+        help="backends to time (default: eager, plain, onnxruntime and, when installed, "
+        "openvino on CPU, each at every precision it has there; eager and compiled on GPU). "
+        "plain: the published module-per-subnet structure in eager float32, the reference",
+    )
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=None,
+        choices=["float32", "bfloat16", "float16", "int8"],
+        help="only these precisions (eager float32, the baseline, is always timed)",
     )
     p.add_argument(
         "--batches",
         nargs="+",
         type=int,
         default=None,
-        help="batch sizes (default: 1 32 on CPU, 1 32 256 1024 on GPU)",
+        help="batch sizes (default: 1 16 on CPU, 1 32 256 1024 on GPU)",
     )
     p.add_argument("--seconds", type=float, default=2.0, help="time each figure over this long")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="time the backends in turn this many times and keep each one's best (default: 3)",
+    )
+    p.add_argument(
+        "--faces",
+        default=None,
+        help="folder of aligned face crops: half calibrate the int8 graph, half measure "
+        "agreement with float32 (default: random pixels, good for speed figures only)",
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also print each fast path's agreement with eager float32 (embedding cosine, "
+        "expression, gender, attributes, age) beside the accuracy bar",
+    )
     p.add_argument(
         "--photo", default=None, help="photo for the end-to-end figure (default: bundled sample)"
     )
@@ -1086,19 +1118,67 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_BENCH_FACES = 256
+
+
+def _cpu_bench_backends() -> list[str]:
+    import importlib.util
+
+    openvino = importlib.util.find_spec("openvino") is not None
+    return ["eager", "plain", "onnxruntime", *(["openvino"] if openvino else [])]
+
+
+def _bench_faces(args: argparse.Namespace) -> tuple[object, object, str]:
+    """(calibration faces, held-out faces, where they came from) for the int8 graph and the
+    agreement figures."""
+    import numpy as np
+
+    if args.faces:
+        from swinface.quantize import load_faces
+
+        faces = load_faces(args.faces, limit=MAX_BENCH_FACES)
+        source = f"{len(faces) - len(faces) // 2} held-out faces from {args.faces}"
+    else:
+        faces = np.random.default_rng(1).integers(0, 256, (64, 112, 112, 3), np.uint8)
+        source = "32 faces of random pixels (a weak proxy: use --faces)"
+    half = len(faces) // 2
+    return faces[:half], faces[half:], source
+
+
+def _bench_int8_graph(model, calibration, tmp: Path):
+    """The int8 graph to time: the cached one `auto` would run, else one calibrated here
+    (in a temporary folder, so that `auto` never takes a graph the benchmark made)."""
+    from swinface.export import cached_onnx_graph
+    from swinface.quantize import cached_int8_graph, quantize_graph
+
+    cached = cached_int8_graph(model)
+    if cached is not None:
+        return cached, "the cached int8 graph of these weights"
+    _status(f"quantising the model to int8 on {len(calibration)} faces (about a minute) ...")
+    return quantize_graph(cached_onnx_graph(model), calibration, tmp / "int8.onnx"), (
+        f"an int8 graph calibrated on {len(calibration)} faces here"
+    )
+
+
 @command(
     "bench", "faces/s per backend and batch, photos/s end to end, training images/s", _bench_args
 )
 def _bench(args: argparse.Namespace) -> int:
     _positive("--seconds", args.seconds)
+    _positive("--rounds", args.rounds)
     if args.photo and not Path(args.photo).is_file():
         raise CliError(f"--photo {args.photo}: no such file")
+    if args.faces and not Path(args.faces).is_dir():
+        raise CliError(f"--faces {args.faces}: not a folder")
     check_device_name(args.device)
     weights = prepare_model(args) if args.weights else None
+    import tempfile
+
     import torch
 
     from swinface import bench
     from swinface.assets import SAMPLE_PHOTO
+    from swinface.backends import create_backend
     from swinface.model import create_model
     from swinface.pipeline import FaceAnalyzer
     from swinface.weights.loading import load_model, resolve_device
@@ -1112,23 +1192,108 @@ def _bench(args: argparse.Namespace) -> int:
         torch.manual_seed(0)  # fixed random weights: one exported ONNX graph, reused
         model = create_model(args.model)
     model.eval()
-    backends = args.backends or (["eager", "compiled"] if gpu else ["eager", "onnxruntime"])
-    batches = args.batches or ([1, 32, 256, 1024] if gpu else [1, 32])
+    backends = args.backends or (["eager", "compiled"] if gpu else _cpu_bench_backends())
+    batches = args.batches or ([1, 32, 256, 1024] if gpu else [1, 16])
+    targets = bench.default_targets(device, backends)
+    if args.precisions:
+        targets = [t for t in targets if t == bench.BASELINE or t[1] in args.precisions]
     print(f"machine: {bench.machine_description(device)}")
     for backend in backends:
         _announce_backend(model, backend, str(device))
-    rows = bench.bench_model(model, device, backends, batches, min_seconds=args.seconds)
-    print(bench.format_rows(rows), flush=True)
-    best = "onnxruntime" if not gpu and "onnxruntime" in backends else "eager"
-    analyzer = FaceAnalyzer(model=model, device=str(device), backend=best)
-    rows.append(
-        bench.bench_pipeline(analyzer, args.photo or SAMPLE_PHOTO, min_seconds=args.seconds)
+    calibration, held_out, source = _bench_faces(args)
+    runners: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        int8_graph = None
+        if ("onnxruntime", "int8") in targets:
+            int8_graph, how = _bench_int8_graph(model, calibration, Path(tmp))
+            print(f"int8: {how}")
+        rows = bench.bench_model(
+            model,
+            device,
+            backends,
+            batches,
+            min_seconds=args.seconds,
+            targets=targets,
+            rounds=args.rounds,
+            int8_graph=int8_graph,
+            runners=runners,
+        )
+        print(bench.format_rows(rows), flush=True)
+        if args.reference:
+            print()
+            print(bench.format_accuracy(bench.bench_accuracy(runners, held_out), source))
+    picked = create_backend("auto", model, device)
+    print(f"\nauto runs {picked.name} {picked.precision} here for these weights")
+    analyzer = FaceAnalyzer(model=model, device=str(device), backend="auto")
+    photo = args.photo or SAMPLE_PHOTO
+    rows.append(bench.bench_pipeline(analyzer, photo, min_seconds=args.seconds))
+    stages = bench.bench_stages(analyzer, photo, min_seconds=min(args.seconds, 1.0))
+    slowest = max(stages, key=stages.get)
+    print(
+        "stages, ms per photo: "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in stages.items())
+        + f" (bound by {slowest})"
     )
     train_batch = args.train_batch if args.train_batch is not None else (32 if gpu else 2)
     if train_batch:
         rows.append(bench.bench_training(args.model, device, train_batch))
     print()
     print(bench.format_rows(rows[-2:] if train_batch else rows[-1:]))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- quantize
+
+
+def _quantize_args(p: argparse.ArgumentParser) -> None:
+    _model_source_args(p, "quantise")
+    p.add_argument(
+        "--faces",
+        required=True,
+        help="folder of aligned face crops (resized to 112x112): half calibrate, half measure "
+        "the agreement with float32",
+    )
+    p.add_argument(
+        "--limit", type=int, default=512, help="use at most this many faces (default: 512)"
+    )
+    p.add_argument(
+        "--out", default=None, help="write the graph here (default: the cache, where auto finds it)"
+    )
+
+
+@command(
+    "quantize",
+    "an int8 ONNX graph for CPU, calibrated on aligned faces and checked against float32",
+    _quantize_args,
+)
+def _quantize(args: argparse.Namespace) -> int:
+    if not Path(args.faces).is_dir():
+        raise CliError(f"--faces {args.faces}: not a folder")
+    _positive("--limit", args.limit)
+    weights = fetch_weights(check_weights(args.weights), args.weights) if args.weights else None
+    import torch
+
+    from swinface.model import create_model
+    from swinface.quantize import ACCURACY_BAR, load_faces, quantize_model
+    from swinface.weights.loading import load_model
+
+    faces = load_faces(args.faces, limit=args.limit)
+    if weights:
+        model = load_model(weights, device="cpu")
+    else:
+        torch.manual_seed(0)  # the same random weights as `swinface bench`
+        model = create_model(args.model)
+    _status(
+        f"quantising on {len(faces) - len(faces) // 2} faces, checking on {len(faces) // 2} ..."
+    )
+    path, result = quantize_model(model, faces, out=args.out)
+    print(f"int8 graph: {path}")
+    print(f"agreement with float32: {result.summary()}")
+    if result.meets(ACCURACY_BAR):
+        where = "auto uses it on CPU" if args.out is None else "it meets the accuracy bar"
+        print(f"meets the accuracy bar: {where}")
+    else:
+        print("misses the accuracy bar (auto keeps float32): " + "; ".join(result.shortfalls()))
     return EXIT_OK
 
 

@@ -36,6 +36,9 @@ ONNX_INPUT = "faces"
 ONNX_OUTPUTS: tuple[str, ...] = (*(o.key for o in tasks.ANALYSIS_OUTPUTS), tasks.RECOGNITION.key)
 DEFAULT_OPSET = 17
 GRAPH_FORMAT = "swinface-onnx"
+# Raised whenever the exported graph changes shape for the better (2: task heads and channel
+# gates as MatMuls, not Einsum), so that cached graphs from older exports are made again.
+EXPORT_VERSION = "2"
 UINT8_INPUT = "uint8 RGB aligned faces, (batch, 112, 112, 3)"
 FLOAT_INPUT = "normalised float RGB, (batch, 3, 112, 112)"
 
@@ -94,6 +97,7 @@ def export_onnx(
     info = getattr(model, "weights_info", None)
     metadata = {
         "format": GRAPH_FORMAT,
+        "export_version": EXPORT_VERSION,
         "architecture": json.dumps(model.config.to_dict()),
         "tasks": json.dumps(task_table_signature()),
         "input": FLOAT_INPUT if normalised_input else UINT8_INPUT,
@@ -180,6 +184,8 @@ def graph_problem(path: str | Path, digest: str | None = None) -> str | None:
         return "made for a different task table"
     if meta.get("input") != UINT8_INPUT:
         return f"takes {meta.get('input')!r}, not uint8 faces"
+    if meta.get("export_version") != EXPORT_VERSION:
+        return f"made by an older export (version {meta.get('export_version', '1')})"
     if digest is not None and meta.get("weights_digest") != digest:
         return f"made for other weights (digest {meta.get('weights_digest')!r}, expected {digest})"
     return None

@@ -47,9 +47,9 @@ def as_face_batch(faces: np.ndarray | Sequence[np.ndarray] | torch.Tensor) -> to
 class SwinFaceRunner:
     """Runs a model on aligned faces in batches, on one of the backends (`swinface.backends`).
 
-    `backend='auto'` (the default, as for `FaceAnalyzer`) is ONNX Runtime on CPU
-    (the graph exported once per set of weights and cached) and eager PyTorch
-    on GPU. On CUDA the eager and compiled backends run under autocast in half
+    `backend='auto'` (the default, as for `FaceAnalyzer`) is, on CPU, a graph
+    runtime on the graph exported once per set of weights and cached (ONNX
+    Runtime; see `swinface.backends.create_backend`), and eager PyTorch on GPU. On CUDA the eager and compiled backends run under autocast in half
     precision (bf16 where supported, else fp16) unless `precision='float32'`;
     on CPU they run in float32, or in the model's own dtype for a half-precision
     model. The model is never changed: not its mode, dtype, device or weights.

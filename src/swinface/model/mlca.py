@@ -3,8 +3,10 @@
 Each of the 11 task groups has its own subnet: 3x3 convolutions on the four
 feature levels (concatenated to 512 channels), a CBAM channel gate, ReLU,
 global max-pooling and BatchNorm. The published model runs the 11 subnets one
-after another; here they run as batched operations over a group axis, which
-computes the same thing in a few large kernels instead of 44 small ones.
+after another; here the gates, pooling and norms run as batched operations over
+a group axis. The convolutions are stored stacked (one per level, the groups'
+output channels side by side) and run stacked on GPU, where one large kernel
+beats 44 small ones; on CPU they run one group at a time (see `_level_conv`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from swinface.model.config import SwinFaceConfig
+from swinface.model.heads import grouped_linear
 
 
 def _uniform_(tensor: torch.Tensor, fan_in: int) -> None:
@@ -59,8 +63,31 @@ class MultiLevelChannelAttention(nn.Module):
         _uniform_(self.gate_b2, self.gate_w2.shape[-1])
 
     def _gate_mlp(self, v: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(torch.einsum("bgc,ghc->bgh", v, self.gate_w1) + self.gate_b1)
-        return torch.einsum("bgh,gch->bgc", hidden, self.gate_w2) + self.gate_b2
+        """The channel gate's MLP on group-major features (G, B, C)."""
+        hidden = torch.relu(grouped_linear(v, self.gate_w1, self.gate_b1))
+        return grouped_linear(hidden, self.gate_w2, self.gate_b2)
+
+    def _level_conv(self, conv: nn.Conv2d, chunk: torch.Tensor, width: int) -> torch.Tensor:
+        """One level's 3x3 convolution for all groups: (B, G * width, H, W).
+
+        The input takes the weights' memory layout, so that the convolution never
+        converts the weights (up to 56 MB a level) on each call. On CPU, where
+        oneDNN re-lays out a convolution's weights on every eager call, one group's
+        weights at a time stay in cache: 4-5x faster than the stacked weights at
+        batch 1, still faster at batch 8 (measured in one thread). Exported graphs
+        keep the stacked convolution: their runtimes lay weights out once, at load.
+        """
+        layout = (
+            torch.channels_last
+            if conv.weight.is_contiguous(memory_format=torch.channels_last)
+            and not conv.weight.is_contiguous()
+            else torch.contiguous_format
+        )
+        chunk = chunk.contiguous(memory_format=layout)
+        if chunk.is_cuda or torch.onnx.is_in_onnx_export():
+            return conv(chunk)
+        weights = conv.weight.split(width)
+        return torch.cat([F.conv2d(chunk, w, padding=1) for w in weights], dim=1)
 
     def forward(self, levels: torch.Tensor) -> torch.Tensor:
         b, _, height, width = levels.shape
@@ -68,13 +95,16 @@ class MultiLevelChannelAttention(nn.Module):
         chunks = torch.split(levels, list(self.level_dims), dim=1)
         x = torch.cat(
             [
-                conv(chunk).view(b, g, w, height, width)
+                self._level_conv(conv, chunk, w).view(b, g, w, height, width)
                 for conv, chunk, w in zip(self.convs, chunks, self.level_widths, strict=True)
             ],
             dim=2,
         )  # (B, G, C, H, W)
         flat = x.flatten(3)
-        gate = self._gate_mlp(flat.mean(dim=3)) + self._gate_mlp(flat.amax(dim=3))
+        # Both statistics through the MLP at once, group-major: (G, 2B, C).
+        stats = torch.cat([flat.mean(dim=3), flat.amax(dim=3)]).transpose(0, 1)
+        gate = self._gate_mlp(stats).transpose(0, 1)
+        gate = gate[:b] + gate[b:]
         flat = torch.relu(flat * torch.sigmoid(gate).unsqueeze(-1))
         pooled = flat.amax(dim=3)  # global max-pool: (B, G, C)
         return self.norm(pooled.reshape(b, -1)).view(b, g, -1)

@@ -229,7 +229,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "eager", "compiled", "onnxruntime"],
+        choices=["auto", "eager", "compiled", "onnxruntime", "openvino"],
         help="how the model runs; auto: ONNX Runtime on CPU, PyTorch on GPU",
     )
     p.add_argument(
