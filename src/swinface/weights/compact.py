@@ -59,7 +59,7 @@ def compact(
     """
     from swinface.weights.download import resolve_weights
     from swinface.weights.formats import save_native
-    from swinface.weights.loading import load_model, load_model_from_file
+    from swinface.weights.loading import load_model, load_model_from_file, resolve_device
     from swinface.weights.parts import split_file
 
     out_dir = Path(out_dir)
@@ -73,7 +73,7 @@ def compact(
         split_file(path, out_dir / "parts", part_bytes)
     if check_faces is None:
         return path, None
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)  # the device the caller asked for, not only auto
     reference = _outputs(model.to(dev), check_faces)
     quantized = _outputs(load_model(str(path), device=str(dev), download=False), check_faces)
     figures = agreement(reference, quantized)
