@@ -11,11 +11,14 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from swinface.decode import FaceAttributes, cosine_similarity
+
+if TYPE_CHECKING:
+    from swinface.vision.image import DecodedPhoto, Photo
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,20 @@ class _Pending:
     crops: list[np.ndarray]
 
 
+def _finest_reduction(landmarks: np.ndarray) -> int:
+    """The largest JPEG reduction (1, 2, 4, 8) from which the 112x112 crop of the face with
+    these landmarks (full-size pixels) would not enlarge it."""
+    from swinface.vision import ARCFACE_TEMPLATE, estimate_similarity
+    from swinface.vision.image import REDUCTIONS
+
+    matrix = estimate_similarity(landmarks, ARCFACE_TEMPLATE)
+    crop_per_photo_pixel = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    for k in REDUCTIONS:
+        if k * crop_per_photo_pixel <= 1.0:
+            return k
+    return 1
+
+
 def _describe(source: ImageSource, index: int) -> str:
     if isinstance(source, (str, Path)):
         return str(source)
@@ -139,28 +156,68 @@ class FaceAnalyzer:
         info = getattr(self.model, "weights_info", None)
         return info.verify_threshold if info else None
 
-    def _load(self, source: ImageSource) -> np.ndarray:
-        from swinface.vision import load_image
+    def open(self, source: ImageSource) -> Photo:
+        """The photo, not yet decoded (`swinface.vision.Photo`)."""
+        from swinface.vision.image import Photo
 
         if self.max_pixels is None:
-            return load_image(source)
-        return load_image(source, max_pixels=self.max_pixels)
+            return Photo(source)
+        return Photo(source, max_pixels=self.max_pixels)
+
+    def decode(self, photo: Photo) -> DecodedPhoto:
+        """The photo's pixels at the size detection needs: a big JPEG decodes at 1/2, 1/4
+        or 1/8 of its size, as long as its longer side stays above the detector's
+        `max_input_size` (which it would be shrunk to anyway)."""
+        from swinface.vision.image import reduction_for
+
+        if self.aligned:
+            return photo.decode()
+        min_side = getattr(self.detector, "max_input_size", None)
+        return photo.decode(reduction_for(photo.stored_size, min_side))
+
+    def detect(self, decoded: DecodedPhoto) -> list:
+        """The faces of a decoded photo, in the full photo's pixels."""
+        if decoded.reduced:
+            return self.detector.detect(decoded.pixels, factor=float(decoded.factors[0]))
+        return self.detector.detect(decoded.pixels)
+
+    def align(self, photo: Photo, decoded: DecodedPhoto, detections: list) -> list[np.ndarray]:
+        """The 112x112 crop of each face, from pixels at least as fine as the crop's.
+
+        A face aligned from a reduced decode loses nothing while the crop does not
+        enlarge it; a face too small for that (a distant face in a big photo) is
+        aligned from a finer decode of the photo, made once for all such faces."""
+        from swinface.vision import align_face
+
+        crops = []
+        for det in detections:
+            source = decoded
+            if decoded.reduced and decoded.factors[0] > _finest_reduction(det.landmarks):
+                source = photo.decode(_finest_reduction(det.landmarks))
+            points = source.from_full(det.landmarks) if source.reduced else det.landmarks
+            crops.append(align_face(source.pixels, points))
+        return crops
 
     def _prepare(self, source: ImageSource, index: int) -> _Pending:
         """Decode, detect and align one photo; errors are kept on the result, not raised."""
-        from swinface.vision import align_face, resize_face
+        from swinface.vision import resize_face
 
         result = PhotoResult(_describe(source, index))
         try:
-            image = self._load(source)
+            photo = self.open(source)
+            decoded = self.decode(photo)
         except (ValueError, OSError) as err:  # ImageError is a ValueError
             result.error = str(err)
             return _Pending(result, [], [])
-        result.height, result.width = image.shape[:2]
+        result.height, result.width = decoded.height, decoded.width
         if self.aligned:
-            return _Pending(result, [None], [resize_face(image)])
-        detections = self.detector.detect(image)
-        crops = [align_face(image, d.landmarks) for d in detections]
+            return _Pending(result, [None], [resize_face(decoded.pixels)])
+        detections = self.detect(decoded)
+        try:
+            crops = self.align(photo, decoded, detections)
+        except (ValueError, OSError) as err:  # a finer decode that fails (a damaged file)
+            result.error = str(err)
+            return _Pending(result, [], [])
         return _Pending(result, detections, crops)
 
     def analyze_many(self, sources: Iterable[ImageSource]) -> Iterator[PhotoResult]:

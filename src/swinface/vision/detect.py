@@ -227,8 +227,15 @@ class RetinaFaceDetector:
         blob[:, :rh, :rw] = bgr.transpose(2, 0, 1)
         return blob[None], scale
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an RGB photo (any array `load_image` accepts), most confident first."""
+    def detect(self, rgb: np.ndarray, *, factor: float = 1.0) -> list[Detection]:
+        """Faces in an RGB photo (any array `load_image` accepts), most confident first.
+
+        `factor` > 1 says `rgb` is the photo decoded at 1/`factor` of its size
+        (`swinface.vision.Photo`): boxes and landmarks come back in the full
+        photo's pixels, and `min_face_size` counts those.
+        """
+        if factor < 1:
+            raise ValueError(f"factor: full-size pixels per pixel of the image, >= 1, not {factor}")
         rgb = to_rgb_array(rgb, name="<image to detect faces in>")
         h, w = rgb.shape[:2]
         blob, scale = self._prepare(rgb)
@@ -258,6 +265,11 @@ class RetinaFaceDetector:
         points /= scale
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        if factor != 1:
+            # Box edges scale as they are; landmarks are pixel positions (centres at
+            # integers), and a decoded pixel's centre is its k x k block's centre.
+            boxes *= factor
+            points = (points + 0.5) * factor - 0.5
 
         keep = _nms(boxes, scores, self.nms_threshold)
         if self.min_face_size > 0:
