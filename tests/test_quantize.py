@@ -191,14 +191,12 @@ def test_openvino_backend_stays_within_tolerance(conformance_model, precision):
         np.testing.assert_allclose(got.logits, reference.logits, rtol=0, atol=BF16_LOGIT_ATOL)
 
 
-def test_auto_on_cpu_is_openvino_bf16_where_the_cpu_runs_bf16_when_enabled(monkeypatch):
+def test_auto_on_cpu_is_openvino_bf16_where_the_cpu_runs_bf16(monkeypatch):
     pytest.importorskip("openvino")
     import swinface.backends as backends
 
     model = create_model("swinface_nano").eval()
     monkeypatch.setattr(backends, "cpu_runs_bf16", lambda: True)
-    assert create_backend("auto", model, CPU).name == "onnxruntime"  # opt-in for now
-    monkeypatch.setattr(backends, "OPENVINO_BY_DEFAULT", True)
     auto = create_backend("auto", model, CPU)
     assert (auto.name, auto.precision) == ("openvino", "bfloat16")
     assert create_backend("auto", model, CPU, "float32").precision == "float32"
@@ -206,3 +204,38 @@ def test_auto_on_cpu_is_openvino_bf16_where_the_cpu_runs_bf16_when_enabled(monke
     assert create_backend("auto", model, CPU).name == "onnxruntime"
     with pytest.raises(ValueError, match="runs on the CPU"):
         backends.OpenVinoBackend(model, torch.device("cuda"))
+
+
+# OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack and, when
+# unloaded from another thread, frees it while the loading thread still uses it: that
+# thread's next signal (SIGCHLD, as a child process ends) killed the process.
+_SIGNAL_STACK_SCRIPT = """
+import faulthandler, gc, signal, subprocess, threading
+import torch
+from swinface.backends import OpenVinoBackend
+from swinface.model import create_model
+
+faulthandler.enable()  # an alternate signal stack on this thread, as under pytest
+signal.signal(signal.SIGCHLD, lambda *_: None)  # handled on that stack (SA_ONSTACK)
+torch.manual_seed(0)
+held = [OpenVinoBackend(create_model("swinface_nano").eval())]
+held[0](torch.zeros(1, 112, 112, 3, dtype=torch.uint8))
+dropper = threading.Thread(target=lambda: (held.clear(), gc.collect()))
+dropper.start()
+dropper.join()
+for _ in range(20):
+    subprocess.run(["true"], check=True)
+print("survived")
+"""
+
+
+def test_openvino_dropped_on_another_thread_leaves_signal_handling_intact():
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_STACK_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    assert run.stdout.strip() == "survived"

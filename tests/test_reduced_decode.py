@@ -115,6 +115,8 @@ def test_bad_files_fail_with_their_name_at_any_reduction(tmp_path):
         Photo(b"")
     with pytest.raises(ImageError, match="over the limit"):
         Photo(ASTRONAUT, max_pixels=1000).decode(8)
+    with pytest.raises(ImageError, match="text mode"), open(ASTRONAUT, encoding="latin-1") as text:
+        Photo(text)
 
 
 def test_detection_on_a_reduced_decode_is_in_full_photo_pixels(big_portrait):

@@ -5,11 +5,12 @@
 - `compiled`: the same model through `torch.compile` (on CUDA with CUDA graphs
   for fixed shapes, `mode="reduce-overhead"`; CUDA graphs share their output
   memory between calls, so on CUDA its calls from several threads take turns);
-- `onnxruntime`: the exported ONNX graph on ONNX Runtime; on CPU the fastest,
-  in float32 or (`precision='int8'`) as the int8 graph that `swinface.quantize`
-  made for these weights, calibrated on faces and checked against float32;
-- `openvino`: the same graph on OpenVINO (the `openvino` extra), in bf16 where
-  the CPU runs it natively (AVX-512 BF16, AMX), else float32.
+- `onnxruntime`: the exported ONNX graph on ONNX Runtime, in float32 or
+  (`precision='int8'`) as the int8 graph that `swinface.quantize` made for
+  these weights, calibrated on faces and checked against float32; `auto` on
+  CPUs without native bf16;
+- `openvino`: the same graph on OpenVINO, in bf16 where the CPU runs it
+  natively (AVX-512 BF16, AMX; `auto` there, the fastest CPU path), else float32.
 
 Every backend takes uint8 RGB faces (N, 112, 112, 3) and returns a
 `SwinFaceOutput` of float32 CPU tensors. None changes the model it is given
@@ -175,6 +176,31 @@ def cpu_runs_bf16() -> bool:
         return False
 
 
+_OPENVINO_CORE = None
+_OPENVINO_LOCK = threading.Lock()
+
+
+def openvino_core():
+    """The process's one OpenVINO `Core`, kept until the process ends.
+
+    OpenVINO's CPU plugin, when it loads, gives the thread that loads it an
+    alternate signal stack of its own, and when it unloads puts the previous
+    one back on whichever thread unloads it, freeing its own. Unloaded from
+    another thread (a garbage collection anywhere), it leaves the loading
+    thread's signal stack pointing at freed memory, and that thread's next
+    signal handled on it (a Python SIGCHLD handler, when a child process ends)
+    kills the process. One Core for the process loads the plugin once and never
+    unloads it while Python runs.
+    """
+    global _OPENVINO_CORE
+    with _OPENVINO_LOCK:
+        if _OPENVINO_CORE is None:
+            import openvino as ov
+
+            _OPENVINO_CORE = ov.Core()
+        return _OPENVINO_CORE
+
+
 class OpenVinoBackend:
     """The exported graph on OpenVINO's CPU plugin.
 
@@ -189,8 +215,7 @@ class OpenVinoBackend:
     def __init__(
         self, graph: str | Path | SwinFace, device: torch.device | None = None, precision="auto"
     ) -> None:
-        import openvino as ov
-
+        core = openvino_core()
         if device is not None and device.type != "cpu":
             raise ValueError(f"openvino: runs on the CPU, not {device}")
         if isinstance(graph, SwinFace):
@@ -200,7 +225,6 @@ class OpenVinoBackend:
         if precision == "auto":
             precision = "bfloat16" if cpu_runs_bf16() else "float32"
         self.path, self.device, self.precision = Path(graph), torch.device("cpu"), precision
-        core = ov.Core()
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
@@ -232,31 +256,25 @@ BACKENDS: dict[str, Callable[..., object]] = {
 }
 
 
-# OpenVINO bf16 is the fastest CPU path where the CPU has native bf16, but not yet the
-# default: a test process that had run it crashed (SIGSEGV) when it next started a
-# subprocess, so it stays opt-in (`backend="openvino"`) until that is understood.
-OPENVINO_BY_DEFAULT = False
-
-
 def default_backend(device: torch.device) -> str:
-    """ONNX Runtime on CPU (faster than eager PyTorch there; see README), eager PyTorch on GPU.
-
-    With `OPENVINO_BY_DEFAULT`, OpenVINO where it is installed and the CPU runs bf16."""
-    if device.type == "cpu":
-        if OPENVINO_BY_DEFAULT and cpu_runs_bf16():
-            try:
-                import openvino  # noqa: F401
-
-                return "openvino"
-            except ImportError:
-                pass
+    """Eager PyTorch on GPU. On CPU, OpenVINO where the CPU runs bf16 natively (AVX-512
+    BF16 or AMX: the fastest CPU path, see README), else ONNX Runtime (faster than eager
+    PyTorch there)."""
+    if device.type != "cpu":
+        return "eager"
+    if cpu_runs_bf16():
         try:
-            import onnxruntime  # noqa: F401
+            import openvino  # noqa: F401
 
-            return "onnxruntime"
-        except ImportError:  # pragma: no cover - onnxruntime is a dependency
-            return "eager"
-    return "eager"
+            return "openvino"
+        except ImportError:  # pragma: no cover - openvino is a dependency
+            pass
+    try:
+        import onnxruntime  # noqa: F401
+
+        return "onnxruntime"
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        return "eager"
 
 
 _WARNED: set[str] = set()
@@ -304,12 +322,12 @@ def create_backend(
 ) -> TorchBackend | OnnxBackend | OpenVinoBackend:
     """The backend `name` ('auto', 'eager', 'compiled', 'onnxruntime', 'openvino') for `model`.
 
-    'auto' is eager PyTorch on GPU. On CPU it is ONNX Runtime (OpenVINO in bf16
-    instead, with `OPENVINO_BY_DEFAULT`, where the CPU runs bf16 natively): at
-    precision 'auto' the cached int8 graph of these weights when one meets the
-    accuracy bar (`checked_int8_graph`), else the float32 graph. When the
-    graph runtime cannot run, 'auto' warns once, saying why, and runs the
-    PyTorch model. Precision 'int8' is ONNX Runtime's alone.
+    'auto' is eager PyTorch on GPU. On CPU it is OpenVINO in bf16 where the CPU
+    runs bf16 natively; elsewhere ONNX Runtime: at precision 'auto' the cached
+    int8 graph of these weights when one meets the accuracy bar
+    (`checked_int8_graph`), else the float32 graph. When the graph runtime
+    cannot run, 'auto' warns once, saying why, and runs the PyTorch model.
+    Precision 'int8' is ONNX Runtime's alone.
     """
     if precision == "int8":
         if name not in ("auto", "onnxruntime"):

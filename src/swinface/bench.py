@@ -74,8 +74,8 @@ def default_targets(device: torch.device, backends: Sequence[str]) -> list[tuple
     """(backend, precision) pairs worth timing here, for the named backends.
 
     On CPU: eager float32 (the baseline) and bf16 where the CPU has it, the
-    plain model, ONNX Runtime float32 and int8, OpenVINO in bf16 where the CPU
-    has it (else float32). On GPU: each backend at the precision 'auto' resolves to.
+    plain model, ONNX Runtime float32 and int8, OpenVINO float32 and bf16 where
+    the CPU has it. On GPU: each backend at the precision 'auto' resolves to.
     """
     from swinface.backends import cpu_runs_bf16, resolve_precision
 
@@ -88,7 +88,8 @@ def default_targets(device: torch.device, backends: Sequence[str]) -> list[tuple
         elif name == "onnxruntime":
             targets += [("onnxruntime", "float32"), ("onnxruntime", "int8")]
         elif name == "openvino":
-            targets.append(("openvino", "bfloat16" if cpu_runs_bf16() else "float32"))
+            targets += [("openvino", "float32")]
+            targets += [("openvino", "bfloat16")] if cpu_runs_bf16() else []
         else:
             targets.append((name, "float32"))
     return list(dict.fromkeys(targets))

@@ -257,9 +257,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         choices=["auto", "eager", "compiled", "onnxruntime", "openvino"],
-        help="how the model runs; auto: ONNX Runtime on CPU, eager PyTorch on GPU; openvino: "
-        "the fastest on CPUs with native bf16; compiled: torch.compile (about 2 minutes of "
-        "compiling on a CPU)",
+        help="how the model runs; auto: on CPU OpenVINO in bf16 where the CPU has it natively "
+        "(the fastest), else ONNX Runtime; eager PyTorch on GPU; compiled: torch.compile "
+        "(about 2 minutes of compiling on a CPU)",
     )
     p.add_argument(
         "--max-pixels",
@@ -1093,7 +1093,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         "--rounds",
         type=int,
         default=3,
-        help="time the backends in turn this many times and keep each one's best (default: 3)",
+        help="time the backends in turn this many times and keep each one's best",
     )
     p.add_argument(
         "--faces",

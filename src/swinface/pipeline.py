@@ -115,9 +115,9 @@ class FaceAnalyzer:
 
     `aligned=True` skips detection: each input is taken as one face crop
     (FER2013 or RAF-DB style) and resized to 112x112. `backend` picks how the
-    model runs (`swinface.backends`): 'auto' is ONNX Runtime on CPU (the graph
-    is exported once per set of weights and cached; 'openvino' is faster where
-    the CPU has native bf16) and PyTorch on GPU.
+    model runs (`swinface.backends`): 'auto' is, on CPU, OpenVINO in bf16 where
+    the CPU has native bf16, else ONNX Runtime (either runs the graph exported
+    once per set of weights and cached), and PyTorch on GPU.
     """
 
     def __init__(

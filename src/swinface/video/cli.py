@@ -230,7 +230,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         choices=["auto", "eager", "compiled", "onnxruntime", "openvino"],
-        help="how the model runs; auto: ONNX Runtime on CPU, PyTorch on GPU",
+        help="how the model runs; auto: OpenVINO bf16 or ONNX Runtime on CPU, PyTorch on GPU",
     )
     p.add_argument(
         "--resolutions", nargs="+", default=["720p", "1080p"], choices=["480p", "720p", "1080p"]

@@ -323,7 +323,10 @@ class Photo:
             self.name, self._data = str(source), source.encoded_bytes()
         elif hasattr(source, "read") and not isinstance(source, Image.Image):
             self.name = str(getattr(source, "name", "") or "<file object>")
-            self._data = source.read()
+            data = source.read()
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise ImageError(f"{self.name}: opened in text mode; open it with 'rb'")
+            self._data = bytes(data)
         else:  # arrays and PIL images: decoded already
             self.name = ""
         if self._data is not None and not self._data:
