@@ -168,12 +168,10 @@ class FaceAnalyzer:
         """The photo's pixels at the size detection needs: a big JPEG decodes at 1/2, 1/4
         or 1/8 of its size, as long as its longer side stays above the detector's
         `max_input_size` (which it would be shrunk to anyway)."""
-        from swinface.vision.image import reduction_for
-
         if self.aligned:
             return photo.decode()
         min_side = getattr(self.detector, "max_input_size", None)
-        return photo.decode(reduction_for(photo.stored_size, min_side))
+        return photo.decode_for(min_side)
 
     def detect(self, decoded: DecodedPhoto) -> list:
         """The faces of a decoded photo, in the full photo's pixels."""

@@ -314,7 +314,6 @@ class Photo:
         self._source = source
         self._data: bytes | None = None
         self._decoded: dict[int, DecodedPhoto] = {}
-        self._stored_size: tuple[int, int] | None = None
         if isinstance(source, bytes | bytearray | memoryview):
             self.name, self._data = "<bytes>", bytes(source)
         elif isinstance(source, str | os.PathLike):
@@ -333,74 +332,68 @@ class Photo:
             raise ImageError(f"{self.name}: empty (0 bytes), not an image")
 
     @property
-    def stored_size(self) -> tuple[int, int] | None:
-        """(width, height) as stored, before EXIF orientation, read from the header
-        of an encoded photo (None for arrays and PIL images, and unreadable files)."""
-        if not self.encoded:
-            return None
-        if self._stored_size is None:
-            try:
-                with self._stream() as fp, _open(fp, self.name) as im:
-                    self._stored_size = im.size
-            except (OSError, ImageError):
-                return None  # the decode will say what is wrong
-        return self._stored_size
-
-    def _stream(self) -> IO[bytes]:
-        if self._data is not None:
-            return io.BytesIO(self._data)
-        return Path(self._source).open("rb")
-
-    @property
     def encoded(self) -> bool:
         """Whether this is an encoded file or bytes, which may decode reduced."""
         return self._data is not None or isinstance(self._source, str | os.PathLike)
 
     def decode(self, reduce: int = 1) -> DecodedPhoto:
-        """The pixels at about 1/`reduce` of the full size (1, 2, 4 or 8; JPEG only).
-
-        The full size comes from the same decode: the reduced size is the full
-        one divided by the factor and rounded up, along each side."""
+        """The pixels at about 1/`reduce` of the full size (1, 2, 4 or 8; JPEG only),
+        rounded up along each side; the full size comes from the same decode."""
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce: one of {REDUCTIONS}, not {reduce}")
-        if not self.encoded:
-            reduce = 1
-        if reduce in self._decoded:
+        return self._decode(reduce=reduce if self.encoded else 1)
+
+    def decode_for(self, min_side: int | None) -> DecodedPhoto:
+        """The most reduced decode whose longer side is still at least `min_side`
+        pixels (`reduction_for`), the factor chosen from the header of the same
+        read; the full size when `min_side` is None."""
+        if min_side is None or not self.encoded:
+            return self.decode()
+        return self._decode(min_side=min_side)
+
+    def _decode(self, *, reduce: int = 1, min_side: int | None = None) -> DecodedPhoto:
+        if min_side is None and reduce in self._decoded:
             return self._decoded[reduce]
         if not self.encoded:
             rgb = load_image(self._source, max_pixels=self.max_pixels)
             photo = DecodedPhoto(rgb, rgb.shape[1], rgb.shape[0])
+        elif self._data is not None:
+            reduce, photo = self._decode_from(io.BytesIO(self._data), reduce, min_side)
         else:
-            if self._data is not None:
-                rgb, size = self._decode_from(io.BytesIO(self._data), reduce)
-            else:
-                rgb, size = self._decode_path(Path(self._source), reduce)
-            photo = DecodedPhoto(rgb, *size)
-        self._decoded[reduce] = photo
-        return photo
+            reduce, photo = self._decode_path(Path(self._source), reduce, min_side)
+        return self._decoded.setdefault(reduce, photo)
 
-    def _decode_path(self, path: Path, reduce: int) -> tuple[np.ndarray, tuple[int, int]]:
-        if reduce > 1:
+    def _decode_path(
+        self, path: Path, reduce: int, min_side: int | None
+    ) -> tuple[int, DecodedPhoto]:
+        if reduce > 1 or min_side is not None:
             try:
                 with path.open("rb") as f:
-                    return self._decode_from(f, reduce)
+                    return self._decode_from(f, reduce, min_side)
             except OSError:
                 pass  # load_image says why the file cannot be read
         rgb = _load_path(path, self.max_pixels)  # the same checks and messages
-        return rgb, (rgb.shape[1], rgb.shape[0])
+        return 1, DecodedPhoto(rgb, rgb.shape[1], rgb.shape[0])
 
-    def _decode_from(self, fp: IO[bytes], reduce: int) -> tuple[np.ndarray, tuple[int, int]]:
-        """Pixels, and the photo's full (width, height) with EXIF orientation applied."""
+    def _decode_from(
+        self, fp: IO[bytes], reduce: int, min_side: int | None
+    ) -> tuple[int, DecodedPhoto]:
+        """The reduction used, and the pixels with the photo's full (width, height),
+        EXIF orientation applied."""
         im = _open(fp, self.name)
         with im:
             width, height = im.size
             _check_size(im.size, self.name, self.max_pixels)
+            if min_side is not None:
+                reduce = reduction_for(im.size, min_side)
             if _quarter_turned(im):
                 width, height = height, width
             if reduce > 1 and im.format == "JPEG":
                 im.draft(None, (max(1, im.width // reduce), max(1, im.height // reduce)))
+            else:
+                reduce = 1
             _load_pixels(im, self.name)
-            return _pil_to_rgb(im, self.name), (width, height)
+            return reduce, DecodedPhoto(_pil_to_rgb(im, self.name), width, height)
 
 
 def _quarter_turned(im: Image.Image) -> bool:
