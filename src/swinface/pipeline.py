@@ -190,8 +190,10 @@ class FaceAnalyzer:
         crops = []
         for det in detections:
             source = decoded
-            if decoded.reduced and decoded.factors[0] > _finest_reduction(det.landmarks):
-                source = photo.decode(_finest_reduction(det.landmarks))
+            if decoded.reduced:
+                finest = _finest_reduction(det.landmarks)
+                if decoded.factors[0] > finest:
+                    source = photo.decode(finest)
             points = source.from_full(det.landmarks) if source.reduced else det.landmarks
             crops.append(align_face(source.pixels, points))
         return crops

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from swinface.errors import SwinFaceError
-from swinface.vision.image import to_rgb_array
+from swinface.vision.image import to_full_pixels, to_rgb_array
 
 log = logging.getLogger(__name__)
 
@@ -271,10 +271,10 @@ class RetinaFaceDetector:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         if factor != 1:
-            # Box edges scale as they are; landmarks are pixel positions (centres at
-            # integers), and a decoded pixel's centre is its k x k block's centre.
+            # Box edges scale as they are; landmarks are pixel positions, and a
+            # decoded pixel's centre is its k x k block's centre.
             boxes *= factor
-            points = (points + 0.5) * factor - 0.5
+            points = to_full_pixels(points, factor)
 
         keep = _nms(boxes, scores, self.nms_threshold)
         if self.min_face_size > 0:

@@ -256,6 +256,12 @@ def to_rgb_array(array: np.ndarray, *, name: str = "<numpy array>") -> np.ndarra
     return np.ascontiguousarray(a)
 
 
+def to_full_pixels(points: np.ndarray, factors: float | np.ndarray) -> np.ndarray:
+    """(x, y) points in the pixels of an image reduced `factors` times (each of its
+    pixels a k x k block; pixel centres at integers) as full-size pixels."""
+    return ((np.asarray(points, np.float64) + 0.5) * factors - 0.5).astype(np.float32)
+
+
 REDUCTIONS = (8, 4, 2, 1)
 """The factors a JPEG can be decoded down by (libjpeg's DCT scaling)."""
 
@@ -286,8 +292,7 @@ class DecodedPhoto:
 
     def to_full(self, points: np.ndarray) -> np.ndarray:
         """(x, y) points in decoded pixels (pixel centres at integers) as full-size pixels."""
-        f = self.factors
-        return ((np.asarray(points, np.float64) + 0.5) * f - 0.5).astype(np.float32)
+        return to_full_pixels(points, self.factors)
 
     def from_full(self, points: np.ndarray) -> np.ndarray:
         """(x, y) points in full-size pixels as decoded pixels."""
