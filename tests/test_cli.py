@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -213,6 +214,15 @@ def test_bench_prints_figures_for_each_backend_beside_the_baseline(capsys, monke
     stages = next(line for line in out.splitlines() if line.startswith("stages, ms per photo: "))
     assert all(f"{s} " in stages for s in ("decode", "detect", "align", "analyse"))
     assert "(bound by " in stages
+    from swinface.pipeline import default_workers
+
+    if default_workers() > 1:  # beside the same pipeline preparing one photo at a time
+        line = next(line for line in out.splitlines() if line.startswith("end to end: "))
+        found = re.search(
+            r"([\d.]+) photos/s with \d+ .* ([\d.]+) one at a time \(([\d.]+)x\)", line
+        )
+        parallel, serial, ratio = map(float, found.groups())
+        assert ratio == pytest.approx(parallel / serial, rel=0.05)  # figures rounded
 
 
 def _random_faces(folder, n: int, size: tuple[int, int]):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import threading
 
 import cv2
 import numpy as np
@@ -11,7 +13,7 @@ from conftest import FIXTURES
 from PIL import Image
 
 from swinface.inference import analyze_aligned
-from swinface.pipeline import FaceAnalyzer, cosine_similarity
+from swinface.pipeline import FaceAnalyzer, cosine_similarity, default_workers
 from swinface.vision import ImageError, align_face, load_image
 
 ASTRONAUT = FIXTURES / "images" / "astronaut.jpg"
@@ -98,3 +100,97 @@ def test_aligned_mode_takes_each_input_as_one_face(conformance_model):
     result = analyzer.analyze(grey)
     assert len(result.faces) == 1 and result.faces[0].box == (0.0, 0.0, 48.0, 48.0)
     assert result.faces[0].detection_score == 1.0
+
+
+def _recording_detect(detector, calls: list):
+    """`detector.detect`, noting the thread and the `threads` option of each call."""
+    detect = detector.detect
+
+    def recorded(pixels, **options):
+        calls.append((threading.current_thread(), options.get("threads")))
+        return detect(pixels, **options)
+
+    return recorded
+
+
+def test_photos_prepared_in_parallel_come_back_the_same_and_in_order(conformance_model, tmp_path):
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(ASTRONAUT.read_bytes()[:2000])
+    sources = [_tiled(), ASTRONAUT, truncated, b"not an image", _tiled((0.5, 0.8)), ASTRONAUT]
+    serial = FaceAnalyzer(model=conformance_model, device="cpu", batch_size=4, workers=1)
+    parallel = copy.copy(serial)
+    parallel.workers = 3
+    parallel.detector = copy.copy(serial.detector)
+    serial_calls, parallel_calls = [], []
+    serial.detector.detect = _recording_detect(serial.detector, serial_calls)
+    parallel.detector.detect = _recording_detect(parallel.detector, parallel_calls)
+
+    one, many = list(serial.analyze_many(sources)), list(parallel.analyze_many(iter(sources)))
+    assert [r.source for r in many] == [r.source for r in one]
+    assert [r.error for r in many] == [r.error for r in one]
+    assert [len(r.faces) for r in many] == [4, 1, 0, 0, 2, 1]
+    for a, b in zip(one, many, strict=True):
+        for fa, fb in zip(a.faces, b.faces, strict=True):
+            np.testing.assert_allclose(fa.landmarks, fb.landmarks, atol=1e-3)
+            np.testing.assert_allclose(fa.analysis.embedding, fb.analysis.embedding, atol=1e-4)
+    # One photo at a time on the caller's thread with every core, or side by side on
+    # the workers, each on its share of the cores.
+    assert {(t, n) for t, n in serial_calls} == {(threading.current_thread(), None)}
+    assert len(parallel_calls) == 4
+    assert all(t.name.startswith("swinface-prepare") for t, _ in parallel_calls)
+    assert {n for _, n in parallel_calls} == {max(1, default_workers() // 3)}
+
+
+def test_parallel_preparing_reads_a_generator_only_a_little_ahead(conformance_model):
+    analyzer = FaceAnalyzer(model=conformance_model, device="cpu", batch_size=1, workers=2)
+    taken = []
+
+    def photos():
+        for k in range(50):
+            taken.append(k)
+            yield ASTRONAUT
+
+    results = analyzer.analyze_many(photos())
+    assert len(next(results).faces) == 1
+    assert len(taken) <= 2 * analyzer.workers + 1  # a window ahead, not all 50
+    results.close()  # the caller stops early: the workers stop, nothing more is read
+    assert len(taken) <= 2 * analyzer.workers + 1
+    assert not any(t.name.startswith("swinface-prepare") for t in threading.enumerate())
+
+
+def test_a_single_photo_is_detected_with_every_core(conformance_model):
+    analyzer = FaceAnalyzer(model=conformance_model, device="cpu", workers=4)
+    analyzer.detector = copy.copy(analyzer.detector)
+    calls = []
+    analyzer.detector.detect = _recording_detect(analyzer.detector, calls)
+    analyzer.analyze(ASTRONAUT)
+    list(analyzer.analyze_many([ASTRONAUT]))
+    assert calls == [(threading.current_thread(), None)] * 2
+
+
+def test_a_custom_detector_is_called_from_several_threads_only_if_it_says_so(conformance_model):
+    from swinface.vision import RetinaFaceDetector
+
+    class Custom:
+        def __init__(self):
+            self.inner, self.threads = RetinaFaceDetector(), set()
+
+        def detect(self, pixels):
+            self.threads.add(threading.current_thread())
+            return self.inner.detect(pixels)
+
+    custom = Custom()
+    analyzer = FaceAnalyzer(model=conformance_model, device="cpu", detector=custom, workers=3)
+    results = list(analyzer.analyze_many([ASTRONAUT, _tiled(), ASTRONAUT]))
+    assert [len(r.faces) for r in results] == [1, 4, 1]
+    assert custom.threads == {threading.current_thread()}
+    Custom.thread_safe = True
+    custom.threads.clear()
+    list(analyzer.analyze_many([ASTRONAUT, _tiled(), ASTRONAUT, _tiled()]))
+    assert threading.current_thread() not in custom.threads
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_workers_are_refused(conformance_model, workers):
+    with pytest.raises(ValueError, match="workers"):
+        FaceAnalyzer(model=conformance_model, device="cpu", workers=workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import struct
@@ -187,6 +188,35 @@ def test_one_detector_shared_by_threads(astronaut):
     with ThreadPoolExecutor(max_workers=4) as pool:
         counts = list(pool.map(lambda image: len(detector.detect(image)), images))
     assert counts == [1, 4] * 4
+
+
+def test_threads_option_runs_its_own_session_and_finds_the_same_faces(astronaut, detector):
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    canvas, _ = _mosaic(astronaut[y1:y2, x1:x2])
+    for image in (astronaut, canvas):
+        everywhere = detector.detect(image)
+        one_thread = detector.detect(image, threads=1)
+        assert len(one_thread) == len(everywhere) >= 1
+        for a, b in zip(everywhere, one_thread, strict=True):
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+            np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+    single = detector._session_for(1)[0]
+    assert single is not detector.session
+    assert single.get_session_options().intra_op_num_threads == 1
+    assert detector._session_for(1)[0] is single  # created once
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            detector.detect(astronaut, threads=bad)
+
+
+def test_shallow_copies_share_the_sessions_whoever_creates_them(astronaut):
+    original = RetinaFaceDetector()
+    variant = copy.copy(original)  # before any session exists (the REST service's copies)
+    variant.max_faces = 1
+    assert len(variant.detect(astronaut, threads=1)) == 1
+    assert original._session_for(1) is variant._session_for(1)
+    assert len(original.detect(astronaut)) == 1  # the original's options are its own
+    assert original.session is variant.session
 
 
 def test_importing_vision_does_not_load_onnxruntime():

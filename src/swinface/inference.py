@@ -48,8 +48,11 @@ class SwinFaceRunner:
     """Runs a model on aligned faces in batches, on one of the backends (`swinface.backends`).
 
     `backend='auto'` (the default, as for `FaceAnalyzer`) is, on CPU, a graph
-    runtime on the graph exported once per set of weights and cached (ONNX
-    Runtime; see `swinface.backends.create_backend`), and eager PyTorch on GPU. On CUDA the eager and compiled backends run under autocast in half
+    runtime on the graph exported once per set of weights and cached: OpenVINO
+    in bf16 where the CPU has native bf16, else ONNX Runtime (see
+    `swinface.backends.create_backend`); and eager PyTorch on GPU.
+
+    On CUDA the eager and compiled backends run under autocast in half
     precision (bf16 where supported, else fp16) unless `precision='float32'`;
     on CPU they run in float32, or in the model's own dtype for a half-precision
     model. The model is never changed: not its mode, dtype, device or weights.

@@ -2,13 +2,18 @@
 
 `FaceAnalyzer` composes an image decoder, a detector, the 5-point aligner and
 a SwinFace runner. Faces from several photos share model batches; a photo that
-cannot be read yields a result with its error, and the others go on.
+cannot be read yields a result with its error, and the others go on. Several
+photos are decoded, detected and aligned at once on a few threads (`workers`),
+each detecting on one CPU thread, while results still come in the photos' order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +109,15 @@ def _finest_reduction(landmarks: np.ndarray) -> int:
     return 1
 
 
+def default_workers() -> int:
+    """The CPU cores this process may use, at most 8: photos prepared at once by default."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
 def _describe(source: ImageSource, index: int) -> str:
     if isinstance(source, (str, Path)):
         return str(source)
@@ -118,6 +132,12 @@ class FaceAnalyzer:
     model runs (`swinface.backends`): 'auto' is, on CPU, OpenVINO in bf16 where
     the CPU has native bf16, else ONNX Runtime (either runs the graph exported
     once per set of weights and cached), and PyTorch on GPU.
+
+    `workers`: photos decoded, detected and aligned at once by `analyze_many`
+    (default: the CPU cores, at most 8), each detected on a share of the cores;
+    1 prepares one photo at a time with every core. The results are the same
+    either way. A custom detector is called from several threads only if it
+    says it may be (a `thread_safe = True` attribute).
     """
 
     def __init__(
@@ -132,11 +152,17 @@ class FaceAnalyzer:
         backend: str = "auto",
         aligned: bool = False,
         max_pixels: int | None = None,
+        workers: int | None = None,
         **detector_options,
     ) -> None:
         from swinface.inference import SwinFaceRunner
         from swinface.weights.loading import load_model
 
+        if workers is None:
+            workers = default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers: a whole number of photos >= 1, not {workers!r}")
+        self.workers = workers
         if model is None:
             model = load_model(weights, device=device)
         self.model = model
@@ -173,11 +199,28 @@ class FaceAnalyzer:
         min_side = getattr(self.detector, "max_input_size", None)
         return photo.decode_for(min_side)
 
-    def detect(self, decoded: DecodedPhoto) -> list:
-        """The faces of a decoded photo, in the full photo's pixels."""
+    def detect(self, decoded: DecodedPhoto, *, threads: int | None = None) -> list:
+        """The faces of a decoded photo, in the full photo's pixels. `threads`: the CPU
+        threads the detector may use (None: all), for detectors that take the option."""
+        options = {}
+        if threads is not None and self._detector_takes_threads:
+            options["threads"] = threads
         if decoded.reduced:
-            return self.detector.detect(decoded.pixels, factor=float(decoded.factors[0]))
-        return self.detector.detect(decoded.pixels)
+            options["factor"] = float(decoded.factors[0])
+        return self.detector.detect(decoded.pixels, **options)
+
+    @property
+    def _detector_takes_threads(self) -> bool:
+        from swinface.vision import RetinaFaceDetector
+
+        return isinstance(self.detector, RetinaFaceDetector)
+
+    @property
+    def _parallel_prepare(self) -> bool:
+        """Whether photos may be prepared on several threads: the detector allows it."""
+        return self.workers > 1 and (
+            self.detector is None or bool(getattr(self.detector, "thread_safe", False))
+        )
 
     def align(self, photo: Photo, decoded: DecodedPhoto, detections: list) -> list[np.ndarray]:
         """The 112x112 crop of each face, from pixels at least as fine as the crop's.
@@ -198,7 +241,9 @@ class FaceAnalyzer:
             crops.append(align_face(source.pixels, points))
         return crops
 
-    def _prepare(self, source: ImageSource, index: int) -> _Pending:
+    def _prepare(
+        self, source: ImageSource, index: int, detect_threads: int | None = None
+    ) -> _Pending:
         """Decode, detect and align one photo; errors are kept on the result, not raised."""
         from swinface.vision import resize_face
 
@@ -212,7 +257,7 @@ class FaceAnalyzer:
         result.height, result.width = decoded.height, decoded.width
         if self.aligned:
             return _Pending(result, [None], [resize_face(decoded.pixels)])
-        detections = self.detect(decoded)
+        detections = self.detect(decoded, threads=detect_threads)
         try:
             crops = self.align(photo, decoded, detections)
         except (ValueError, OSError) as err:  # a finer decode that fails (a damaged file)
@@ -221,17 +266,51 @@ class FaceAnalyzer:
         return _Pending(result, detections, crops)
 
     def analyze_many(self, sources: Iterable[ImageSource]) -> Iterator[PhotoResult]:
-        """Analyse photos in order, sharing model batches across them; yields one result per photo."""
+        """Analyse photos in order, sharing model batches across them; yields one result per photo.
+
+        Sources are read as they are needed (a generator is not consumed ahead by more
+        than a few photos per worker); a photo alone is prepared with every core."""
+        single = isinstance(sources, Sized) and len(sources) <= 1
+        prepared = (
+            self._prepare_in_parallel(sources)
+            if self._parallel_prepare and not single
+            else (self._prepare(source, index) for index, source in enumerate(sources))
+        )
         pending: list[_Pending] = []
         waiting_faces = 0
-        for index, source in enumerate(sources):
-            item = self._prepare(source, index)
-            pending.append(item)
-            waiting_faces += len(item.crops)
-            if waiting_faces >= self.runner.batch_size:
-                yield from self._finish(pending)
-                pending, waiting_faces = [], 0
-        yield from self._finish(pending)
+        try:
+            for item in prepared:
+                pending.append(item)
+                waiting_faces += len(item.crops)
+                if waiting_faces >= self.runner.batch_size:
+                    yield from self._finish(pending)
+                    pending, waiting_faces = [], 0
+            yield from self._finish(pending)
+        finally:
+            prepared.close()  # stopped early: the workers stop now, not when collected
+
+    def _prepare_in_parallel(self, sources: Iterable[ImageSource]) -> Iterator[_Pending]:
+        """`_prepare` on `workers` threads, in the sources' order, a bounded window ahead.
+
+        Each photo detects on its share of the cores: side by side, single-threaded
+        detections keep the cores busier than one photo at a time on all of them, and
+        JPEG decoding, single-threaded, runs in parallel too."""
+        workers = self.workers
+        detect_threads = max(1, default_workers() // workers)
+        window = 2 * workers  # enough to keep every worker busy while results are taken
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="swinface-prepare")
+        in_flight: deque[Future] = deque()
+        try:
+            numbered = enumerate(sources)
+            for index, source in numbered:
+                in_flight.append(pool.submit(self._prepare, source, index, detect_threads))
+                if len(in_flight) >= window:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+        finally:
+            # Stopped early (the caller broke off, or an error): drop what has not started.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def analyze(self, source: ImageSource) -> PhotoResult:
         """Analyse one photo. A photo that cannot be read raises its error."""
@@ -273,4 +352,4 @@ class FaceAnalyzer:
             yield p.result
 
 
-__all__ = ["Face", "FaceAnalyzer", "PhotoResult", "cosine_similarity"]
+__all__ = ["Face", "FaceAnalyzer", "PhotoResult", "cosine_similarity", "default_workers"]

