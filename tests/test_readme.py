@@ -46,8 +46,10 @@ def test_python_example_runs_as_written(monkeypatch, capsys):
     exec(compile(example, "README.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("(178.")  # the one face of the sample photo: its box, ...
-    assert out[1].endswith("(64,)")  # the aligned face's results (nano's embedding: 64 numbers)
-    assert out[2].startswith("[[")  # the raw expression logits
+    assert out[1].endswith("astronaut.jpg 1 None")  # many photos: the sample, one face
+    assert out[2].startswith("missing.jpg 0 missing.jpg: ")  # and the missing one, its error
+    assert out[3].endswith("(64,)")  # the aligned face's results (nano's embedding: 64 numbers)
+    assert out[4].startswith("[[")  # the raw expression logits
 
 
 @pytest.mark.parametrize(
