@@ -262,18 +262,28 @@ def test_bench_reference_prints_int8_and_plain_beside_the_accuracy_bar(
     assert "auto runs onnxruntime float32" in out
 
 
-def test_quantize_command_writes_a_checked_int8_graph(capsys, tmp_path):
+def test_quantize_command_writes_a_checked_int8_graph(capsys, tmp_path, monkeypatch):
     import onnxruntime as ort
 
+    from swinface.backends import cpu_runs_bf16
+
+    monkeypatch.setenv("SWINFACE_HOME", str(tmp_path / "home"))  # its checks stay here
     faces = _random_faces(tmp_path / "faces", 16, (112, 112))
     out_path = tmp_path / "int8.onnx"
     args = ["quantize", "--model", "swinface_nano", "--faces", str(faces), "--out", str(out_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"int8 graph: {out_path}" in out and "agreement with float32: cosine mean" in out
+    assert f"int8 graph: {out_path}" in out and "int8 agreement with float32: cosine mean" in out
     assert "(8 faces)" in out and "accuracy bar" in out
     meta = ort.InferenceSession(str(out_path)).get_modelmeta().custom_metadata_map
     assert meta["format"] == "swinface-onnx-int8" and meta["calibration_faces"] == "8"
+    if cpu_runs_bf16():  # what auto runs here, checked on the same 8 held-out faces
+        line = next(x for x in out.splitlines() if x.startswith("OpenVINO bf16 agreement"))
+        assert "cosine mean" in line and "(8 faces)" in line
+        assert list((tmp_path / "home" / "onnx").glob("swinface-*-bf16.json"))
+    # A graph written elsewhere (--out) is not one auto finds.
+    assert "auto on this CPU runs these weights with " in out
+    assert "with ONNX Runtime on this int8 graph" not in out
     assert main(["quantize", "--faces", str(tmp_path / "nowhere")]) != 0
 
 

@@ -206,6 +206,46 @@ def test_auto_on_cpu_is_openvino_bf16_where_the_cpu_runs_bf16(monkeypatch):
         backends.OpenVinoBackend(model, torch.device("cuda"))
 
 
+def test_auto_leaves_openvino_bf16_for_weights_whose_check_misses_the_bar(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from swinface.backends import cpu_runs_bf16
+    from swinface.quantize import bf16_check_path, check_bf16, recorded_bf16_agreement
+
+    if not cpu_runs_bf16():
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setenv("SWINFACE_HOME", str(tmp_path))  # a cache of this test's own
+    torch.manual_seed(5)
+    model = create_model("swinface_nano").eval()
+    auto = create_backend("auto", model, CPU)
+    assert (auto.name, auto.precision) == ("openvino", "bfloat16")  # nothing recorded yet
+
+    result = check_bf16(model, _faces(6, seed=5))
+    assert result.faces == 6 and 0.99 < result.cosine_mean <= 1.0 + 1e-6
+    assert recorded_bf16_agreement(model) == result
+    path = bf16_check_path(model)
+    record = json.loads(path.read_text())
+
+    def recorded(figures: Agreement) -> None:
+        path.write_text(json.dumps({**record, "agreement": asdict(figures)}))
+
+    good = Agreement(6, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0)
+    recorded(good)
+    assert create_backend("auto", model, CPU).name == "openvino"
+    recorded(replace(good, expression=0.9))
+    auto = create_backend("auto", model, CPU)
+    assert (auto.name, auto.precision) == ("onnxruntime", "float32")
+    # Asked for by name or precision, bf16 runs whatever its figures.
+    assert create_backend("auto", model, CPU, "bfloat16").precision == "bfloat16"
+    assert create_backend("openvino", model, CPU).precision == "bfloat16"
+    # Other weights do not read this check; a damaged record is ignored.
+    assert create_backend("auto", create_model("swinface_nano").eval(), CPU).name == "openvino"
+    path.write_text("{not json")
+    assert recorded_bf16_agreement(model) is None
+    assert create_backend("auto", model, CPU).name == "openvino"
+    with pytest.raises(QuantizationError, match="uint8"):
+        check_bf16(model, np.zeros((2, 112, 112, 3), np.float32))
+
+
 # OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack and, when
 # unloaded from another thread, frees it while the loading thread still uses it: that
 # thread's next signal (SIGCHLD, as a child process ends) killed the process.

@@ -305,6 +305,18 @@ def checked_int8_graph(model: SwinFace) -> Path | None:
     return path
 
 
+def bf16_misses_bar(model: SwinFace) -> bool:
+    """Whether a recorded check of `model`'s weights (`swinface.quantize.check_bf16`) says
+    OpenVINO bf16 misses `swinface.quantize.ACCURACY_BAR`; False when none was made."""
+    from swinface.quantize import recorded_bf16_agreement
+
+    result = recorded_bf16_agreement(model)
+    if result is None or result.meets():
+        return False
+    log.info("OpenVINO bf16 not used by default: %s", "; ".join(result.shortfalls()))
+    return True
+
+
 def _int8_backend(model: SwinFace, device: torch.device) -> OnnxBackend:
     from swinface.quantize import cached_int8_graph
 
@@ -323,9 +335,10 @@ def create_backend(
     """The backend `name` ('auto', 'eager', 'compiled', 'onnxruntime', 'openvino') for `model`.
 
     'auto' is eager PyTorch on GPU. On CPU it is OpenVINO in bf16 where the CPU
-    runs bf16 natively; elsewhere ONNX Runtime: at precision 'auto' the cached
-    int8 graph of these weights when one meets the accuracy bar
-    (`checked_int8_graph`), else the float32 graph. When the graph runtime
+    runs bf16 natively, unless a check of these weights recorded that bf16
+    misses the accuracy bar (`bf16_misses_bar`); elsewhere ONNX Runtime: at
+    precision 'auto' the cached int8 graph of these weights when one meets the
+    accuracy bar (`checked_int8_graph`), else the float32 graph. When the graph runtime
     cannot run, 'auto' warns once, saying why, and runs the PyTorch model.
     Precision 'int8' is ONNX Runtime's alone.
     """
@@ -336,6 +349,8 @@ def create_backend(
     if name == "auto":
         name = default_backend(device)
         if name == "openvino" and precision not in ("auto", "float32", "bfloat16"):
+            name = "onnxruntime"
+        if name == "openvino" and precision == "auto" and bf16_misses_bar(model):
             name = "onnxruntime"
         if name in ("openvino", "onnxruntime"):
             try:
@@ -365,6 +380,7 @@ __all__ = [
     "OnnxBackend",
     "OpenVinoBackend",
     "TorchBackend",
+    "bf16_misses_bar",
     "checked_int8_graph",
     "cpu_runs_bf16",
     "create_backend",

@@ -11,7 +11,10 @@ and carry the most accuracy.
 
 An int8 graph is checked against the float32 model on held-out faces
 (`Agreement`), and the figures travel in its metadata: `auto` on CPU takes a
-cached int8 graph only when they meet `ACCURACY_BAR`.
+cached int8 graph only when they meet `ACCURACY_BAR`. OpenVINO bf16, what
+`auto` runs on CPUs with native bf16, is checked the same way (`check_bf16`):
+once a check of a set of weights records that it misses the bar, `auto` runs
+those weights on ONNX Runtime instead.
 """
 
 from __future__ import annotations
@@ -340,6 +343,90 @@ def quantize_model(
         result = agreement(reference, fast)
         _record(path, {"agreement": json.dumps(asdict(result))})
     return path, result
+
+
+def held_out_faces(faces: np.ndarray, held_out: float = 0.5) -> np.ndarray:
+    """The faces `quantize_model` checks on (the last `held_out` of them)."""
+    return faces[len(faces) - max(1, round(len(faces) * held_out)) :]
+
+
+# ---------------------------------------------------------------- OpenVINO bf16
+
+BF16_CHECK_FORMAT = "swinface-bf16-check"
+_CHECK_BATCH = 32  # faces per batch while checking: bounded memory for big folders
+
+
+def bf16_check_path(model) -> Path:
+    """Where the OpenVINO bf16 check of `model`'s weights is recorded (beside its graph)."""
+    from swinface.export import model_digest, onnx_path_for
+
+    digest = model_digest(model)
+    return onnx_path_for(model, digest).with_name(f"swinface-{digest}-bf16.json")
+
+
+def check_bf16(model, faces: np.ndarray) -> Agreement:
+    """OpenVINO bf16 against float32 eager PyTorch on aligned faces, recorded where `auto`
+    reads it (`recorded_bf16_agreement`). The model is not changed."""
+    import torch
+
+    from swinface.backends import OpenVinoBackend, TorchBackend
+    from swinface.export import model_digest
+    from swinface.model import SwinFaceOutput
+
+    faces = np.asarray(faces)
+    if faces.dtype != np.uint8 or faces.ndim != 4 or len(faces) == 0:
+        raise QuantizationError(
+            f"faces to check on: (N, 112, 112, 3) uint8 aligned faces, not {faces.dtype} "
+            f"{faces.shape}"
+        )
+    cpu = torch.device("cpu")
+    reference_backend = TorchBackend(model, cpu, "float32")
+    fast_backend = OpenVinoBackend(model, cpu, "bfloat16")
+    embeddings, logits, fast_embeddings, fast_logits = [], [], [], []
+    for batch in _batches(faces, _CHECK_BATCH):
+        batch_t = torch.from_numpy(batch)
+        reference, fast = reference_backend(batch_t), fast_backend(batch_t)
+        embeddings.append(reference.embedding)
+        logits.append(reference.logits)
+        fast_embeddings.append(fast.embedding)
+        fast_logits.append(fast.logits)
+    result = agreement(
+        SwinFaceOutput(torch.cat(embeddings), torch.cat(logits)),
+        SwinFaceOutput(torch.cat(fast_embeddings), torch.cat(fast_logits)),
+    )
+    path = bf16_check_path(model)
+    record = {
+        "format": BF16_CHECK_FORMAT,
+        "weights_digest": model_digest(model),
+        "agreement": asdict(result),
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    return result
+
+
+def recorded_bf16_agreement(model) -> Agreement | None:
+    """The recorded OpenVINO bf16 check of `model`'s weights, if one was made."""
+    from swinface.export import model_digest, onnx_path_for
+
+    # No check recorded for any weights (the usual case): say so without hashing the weights.
+    folder = onnx_path_for(model, "0").parent
+    if not folder.is_dir() or not any(folder.glob("swinface-*-bf16.json")):
+        return None
+    path = bf16_check_path(model)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record.get("format") != BF16_CHECK_FORMAT:
+            raise ValueError(f"not a {BF16_CHECK_FORMAT} record")
+        if record.get("weights_digest") != model_digest(model):
+            log.warning("bf16 check %s was made for other weights; ignored", path)
+            return None
+        return Agreement(**record["agreement"])
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        log.warning("bf16 check %s unreadable (%s); ignored", path, err)
+        return None
 
 
 def _record(path: Path, values: dict[str, str]) -> None:
