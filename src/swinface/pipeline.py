@@ -301,8 +301,7 @@ class FaceAnalyzer:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="swinface-prepare")
         in_flight: deque[Future] = deque()
         try:
-            numbered = enumerate(sources)
-            for index, source in numbered:
+            for index, source in enumerate(sources):
                 in_flight.append(pool.submit(self._prepare, source, index, detect_threads))
                 if len(in_flight) >= window:
                     yield in_flight.popleft().result()
