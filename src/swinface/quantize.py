@@ -325,7 +325,7 @@ def quantize_model(
     from swinface.export import cached_onnx_graph
 
     faces = np.asarray(faces)
-    split = len(faces) - max(1, round(len(faces) * held_out))
+    split = len(faces) - len(held_out_faces(faces, held_out))
     if split < MIN_CALIBRATION_FACES:
         raise QuantizationError(
             f"{len(faces)} faces: too few to calibrate on {MIN_CALIBRATION_FACES} "
@@ -356,11 +356,12 @@ BF16_CHECK_FORMAT = "swinface-bf16-check"
 _CHECK_BATCH = 32  # faces per batch while checking: bounded memory for big folders
 
 
-def bf16_check_path(model) -> Path:
-    """Where the OpenVINO bf16 check of `model`'s weights is recorded (beside its graph)."""
+def bf16_check_path(model, digest: str | None = None) -> Path:
+    """Where the OpenVINO bf16 check of `model`'s weights (of this digest, when given) is
+    recorded: beside its graph."""
     from swinface.export import model_digest, onnx_path_for
 
-    digest = model_digest(model)
+    digest = digest or model_digest(model)
     return onnx_path_for(model, digest).with_name(f"swinface-{digest}-bf16.json")
 
 
@@ -394,13 +395,13 @@ def check_bf16(model, faces: np.ndarray) -> Agreement:
         SwinFaceOutput(torch.cat(embeddings), torch.cat(logits)),
         SwinFaceOutput(torch.cat(fast_embeddings), torch.cat(fast_logits)),
     )
-    path = bf16_check_path(model)
+    digest = model_digest(model)
     record = {
         "format": BF16_CHECK_FORMAT,
-        "weights_digest": model_digest(model),
+        "weights_digest": digest,
         "agreement": asdict(result),
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(bf16_check_path(model, digest)) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
     return result
 
@@ -413,14 +414,15 @@ def recorded_bf16_agreement(model) -> Agreement | None:
     folder = onnx_path_for(model, "0").parent
     if not folder.is_dir() or not any(folder.glob("swinface-*-bf16.json")):
         return None
-    path = bf16_check_path(model)
+    digest = model_digest(model)
+    path = bf16_check_path(model, digest)
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
         if record.get("format") != BF16_CHECK_FORMAT:
             raise ValueError(f"not a {BF16_CHECK_FORMAT} record")
-        if record.get("weights_digest") != model_digest(model):
+        if record.get("weights_digest") != digest:
             log.warning("bf16 check %s was made for other weights; ignored", path)
             return None
         return Agreement(**record["agreement"])
