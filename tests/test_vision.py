@@ -219,6 +219,18 @@ def test_shallow_copies_share_the_sessions_whoever_creates_them(astronaut):
     assert original.session is variant.session
 
 
+def test_one_unread_pil_image_loaded_by_several_threads_at_once(astronaut, tmp_path):
+    # Image.open reads lazily: threads loading the same image at once used to corrupt the
+    # read ("image file is truncated"), as when analyze_many gets one PIL image twice.
+    path = tmp_path / "big.jpg"
+    Image.fromarray(cv2.resize(astronaut, (3000, 3000))).save(path, quality=90)
+    expected = load_image(path)
+    for _ in range(3):
+        with Image.open(path) as image, ThreadPoolExecutor(max_workers=4) as pool:
+            loaded = list(pool.map(lambda _: load_image(image), range(4)))
+        assert all(np.array_equal(a, expected) for a in loaded)
+
+
 def test_importing_vision_does_not_load_onnxruntime():
     code = "import sys, swinface.vision; assert 'onnxruntime' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

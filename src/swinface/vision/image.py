@@ -45,6 +45,10 @@ ImageSource: TypeAlias = str | os.PathLike | bytes | bytearray | memoryview | IO
 # Pillow's decompression-bomb guard is a process-wide setting; this lock keeps
 # our threads from interleaving while one of them has it switched off.
 _PIL_LIMIT_LOCK = threading.Lock()
+# A caller's PIL image may still be unread (Image.open is lazy) and may be given more than
+# once: two threads loading the same image at once corrupt its read. Loads of callers'
+# images take turns; images this module opens itself are its own and load in parallel.
+_CALLER_IMAGE_LOCK = threading.Lock()
 
 
 class ImageError(SwinFaceError, ValueError):
@@ -66,7 +70,8 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", "") or "<PIL image>"
         _check_size(source.size, name, max_pixels)
-        _load_pixels(source, name)
+        with _CALLER_IMAGE_LOCK:
+            _load_pixels(source, name)
         return _pil_to_rgb(source, name)
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
