@@ -380,6 +380,13 @@ def test_unknown_device_fails_before_anything_loads(device, no_model, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("workers", ["0", "-2"])
+def test_bad_workers_fail_before_anything_loads(workers, no_model, capsys):
+    assert main(["analyze", str(ASTRONAUT), "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert err == f"swinface analyze: error: --workers {workers}: must be positive\n"
+
+
 def test_cuda_without_cuda_fails_before_loading(native_weights, no_model, monkeypatch, capsys):
     import torch
 
