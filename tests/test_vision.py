@@ -210,12 +210,14 @@ def test_threads_option_runs_its_own_session_and_finds_the_same_faces(astronaut,
 
 
 def test_shallow_copies_share_the_sessions_whoever_creates_them(astronaut):
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    canvas, _ = _mosaic(astronaut[y1:y2, x1:x2])  # four faces
     original = RetinaFaceDetector()
     variant = copy.copy(original)  # before any session exists (the REST service's copies)
     variant.max_faces = 1
-    assert len(variant.detect(astronaut, threads=1)) == 1
+    assert len(variant.detect(canvas, threads=1)) == 1
     assert original._session_for(1) is variant._session_for(1)
-    assert len(original.detect(astronaut)) == 1  # the original's options are its own
+    assert len(original.detect(canvas)) == 4  # the original's options are its own
     assert original.session is variant.session
 
 
