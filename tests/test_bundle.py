@@ -143,7 +143,7 @@ def test_small_grey_faces_travel_at_their_native_size(tmp_path):
     for i in range(6):
         small = cv2.resize(rng.integers(0, 255, (12, 12), dtype=np.uint8), (48, 48))
         writer.add(resize_face(small), f"{i}.png", expression=i)
-    store = writer.close()
+    store = writer.close({"aligned_mode": True, "dataset_format": "fer2013-folders"})
     full = pack([store.path], tmp_path / "full", quality=90)
     native = pack([store.path], tmp_path / "native", quality=90, grey_size=48)
     assert native.stores[0]["face_bytes"] < full.stores[0]["face_bytes"] / 2
@@ -152,3 +152,20 @@ def test_small_grey_faces_travel_at_their_native_size(tmp_path):
     assert error < 1.5  # an area shrink instead gives about 1.85 here
     faces = open_store(tmp_path / "out" / "fer").faces
     assert (faces[..., 0] == faces[..., 2]).all()
+
+
+def test_grey_faces_of_other_datasets_keep_their_size(tmp_path):
+    """--grey-size shrinks by dataset, not by colour: a grey photo in a detected store
+    (a UTKFace face with equal channels) is a full face and travels whole."""
+    rng = np.random.default_rng(4)
+    writer = StoreWriter(tmp_path / "utk", capacity=4)
+    for i in range(4):
+        face = np.repeat(_smooth_face(rng)[..., :1], 3, axis=2)
+        writer.add(face, f"{i}.jpg", age=20.0 + i, gender=i % 2)
+    store = writer.close({"aligned_mode": False, "dataset_format": "utkface"})
+    full = pack([store.path], tmp_path / "full", quality=90)
+    asked = pack([store.path], tmp_path / "asked", quality=90, grey_size=48)
+    assert asked.stores[0]["face_bytes"] == full.stores[0]["face_bytes"]
+    assert asked.stores[0]["grey_size"] is None
+    unpack(tmp_path / "asked", tmp_path / "out")
+    _assert_same_store(store.path, tmp_path / "out" / "utk", max_error=6.0)

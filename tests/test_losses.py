@@ -144,9 +144,12 @@ def test_multitask_loss_reads_each_label_from_its_output():
     t.age[0], t.gender[0] = 30.0, 1
     t.expression[1] = tasks.EXPRESSION_LABELS.index("happiness")
     t.attributes[1, tasks.CELEBA_ATTRIBUTES.index("Smiling")] = 1
-    loss = MultiTaskLoss(label_smoothing=0.0)
+    loss = MultiTaskLoss(label_smoothing=0.0, age_kind="annealed")
     _, parts = loss(logits, t, 0, 10)
     assert parts["age"] == pytest.approx(2.0)  # (28 - 30)^2 / 2 at the start
+    # by default: smooth L1 on the error in spreads of the training ages (here 4 years)
+    _, parts_l1 = MultiTaskLoss(label_smoothing=0.0, age_scale=4.0)(logits, t, 0, 10)
+    assert parts_l1["age"] == pytest.approx(0.5 - 0.05)
     assert parts["gender"] == pytest.approx(-math.log(math.exp(2) / (1 + math.exp(2))), rel=1e-5)
     assert parts["expression"] == pytest.approx(
         -math.log(math.exp(3) / (6 + math.exp(3))), rel=1e-5

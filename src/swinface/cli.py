@@ -327,6 +327,7 @@ def _analyzer(args: argparse.Namespace, weights: str | None = None, aligned: boo
         weights = prepare_model(args)
     if aligned is None:
         aligned = getattr(args, "aligned", False)
+    crops = getattr(args, "tight_crops", False)  # not analyze's --crops (a folder)
 
     model = _load_model(weights, args.device)
     _announce_backend(model, args.backend, args.device)
@@ -336,6 +337,7 @@ def _analyzer(args: argparse.Namespace, weights: str | None = None, aligned: boo
         batch_size=args.batch_size,
         backend=args.backend,
         aligned=aligned,
+        crops=crops,
         max_pixels=getattr(args, "max_pixels", None),
         workers=getattr(args, "workers", None),
         **_detector_options(args),
@@ -921,8 +923,18 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
         "out",
         help="the face store folder to write (new, empty, or an existing store with --overwrite)",
     )
-    p.add_argument(
-        "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
+    framing = p.add_mutually_exclusive_group()
+    framing.add_argument(
+        "--aligned",
+        action="store_true",
+        help="images are crops already in the 5-point template's framing: resize them",
+    )
+    framing.add_argument(
+        "--crops",
+        dest="tight_crops",
+        action="store_true",
+        help="images are tight face crops too small to detect (FER2013): enlarged, padded and "
+        "aligned into the template's framing, as faces in photos are",
     )
     p.add_argument(
         "--limit",
@@ -963,6 +975,7 @@ def _prepare(args: argparse.Namespace) -> int:
         dataset.samples,
         args.out,
         aligned=args.aligned,
+        crops=args.tight_crops,
         limit=args.limit,
         meta={"dataset_format": args.format, "split": args.split, "limit": args.limit},
         overwrite=args.overwrite,
@@ -986,8 +999,18 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("format", choices=_format_names(), metavar="FORMAT", help="dataset format")
     p.add_argument("path", help="the dataset's folder or file")
     _model_args(p)
-    p.add_argument(
-        "--aligned", action="store_true", help="images are face crops: resize instead of detecting"
+    framing = p.add_mutually_exclusive_group()
+    framing.add_argument(
+        "--aligned",
+        action="store_true",
+        help="images are crops already in the 5-point template's framing: resize them",
+    )
+    framing.add_argument(
+        "--crops",
+        dest="tight_crops",
+        action="store_true",
+        help="images are tight face crops (FER2013): framed like a photo's face, as "
+        "`prepare --crops` does",
     )
     p.add_argument("--out", default=None, help="report folder (default: reports/FORMAT-TASK)")
     p.add_argument("--split", default=None, help="only this split of the dataset (e.g. val, test)")
@@ -1055,7 +1078,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # The names in `swinface.model.config.MODEL_CONFIGS`, listed here so `--help` needs no torch
 # (a test keeps the two in step).
-MODEL_NAMES = ("swinface_t", "swinface_nano")
+MODEL_NAMES = ("swinface_t", "swinface_nano", "swinface_nano_resnet")
 
 
 def _model_source_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -1409,6 +1432,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output-dir", default=None, help="override the config's output folder")
     p.add_argument(
+        "--allow-collapse",
+        action="store_true",
+        help="go on when validation after the warm-up is no better than a constant answer "
+        "(by default the run stops there, with a checkpoint)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -1440,7 +1469,12 @@ def _train(args: argparse.Namespace) -> int:
         overrides["output_dir"] = str(Path(args.output_dir).resolve())
     if args.steps:
         overrides["steps"] = args.steps
+    if args.allow_collapse:
+        overrides["allow_collapse"] = True
     config = load_config(args.config, overrides)
+    # A run's loss lines and validation lines (each figure beside the constant answer's)
+    # are what `train` reports, with or without -v.
+    logging.getLogger("swinface.train").setLevel(logging.INFO)
     trainer = train(
         config, resume=not args.no_resume, max_steps=args.max_steps, max_minutes=args.max_minutes
     )
@@ -1559,7 +1593,10 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
     pk.add_argument("--quality", type=int, default=90, help="JPEG or WebP quality, 1-100")
     pk.add_argument("--codec", choices=("jpeg", "webp"), default="jpeg", help="face codec")
     pk.add_argument(
-        "--grey-size", type=int, default=None, help="store grey faces at this size (FER2013: 48)"
+        "--grey-size",
+        type=int,
+        default=None,
+        help="store the faces of stores prepared from small grey crops with --aligned (FER2013) at this size (48): they round-trip exactly; other stores keep their faces whole",
     )
     pk.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     up = sub.add_parser("unpack", help="check every part and write the stores back")

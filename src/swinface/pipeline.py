@@ -127,8 +127,10 @@ def _describe(source: ImageSource, index: int) -> str:
 class FaceAnalyzer:
     """Detect, align and analyse every face in photos.
 
-    `aligned=True` skips detection: each input is taken as one face crop
-    (FER2013 or RAF-DB style) and resized to 112x112. `backend` picks how the
+    `aligned=True` skips detection: each input is taken as one face crop already in
+    the 5-point template's framing, resized to 112x112. `crops=True` takes each input
+    as one tight face crop (FER2013's 48x48) and frames it as a photo's face would be
+    (`swinface.vision.frame_crop`), as `swinface prepare --crops` does for training. `backend` picks how the
     model runs (`swinface.backends`): 'auto' is, on CPU, OpenVINO in bf16 where
     the CPU has native bf16, else ONNX Runtime (either runs the graph exported
     once per set of weights and cached), and PyTorch on GPU.
@@ -153,6 +155,7 @@ class FaceAnalyzer:
         aligned: bool = False,
         max_pixels: int | None = None,
         workers: int | None = None,
+        crops: bool = False,
         **detector_options,
     ) -> None:
         from swinface.inference import SwinFaceRunner
@@ -169,7 +172,9 @@ class FaceAnalyzer:
         self.runner = SwinFaceRunner(
             model, device=device, precision=precision, batch_size=batch_size, backend=backend
         )
-        self.aligned = aligned
+        if aligned and crops:
+            raise ValueError("aligned and crops: choose one way to read face crops")
+        self.aligned, self.crops = aligned, crops
         self.max_pixels = max_pixels
         if detector is None and not aligned:
             from swinface.vision import RetinaFaceDetector
@@ -194,7 +199,7 @@ class FaceAnalyzer:
         """The photo's pixels at the size detection needs: a big JPEG decodes at 1/2, 1/4
         or 1/8 of its size, as long as its longer side stays above the detector's
         `max_input_size` (which it would be shrunk to anyway)."""
-        if self.aligned:
+        if self.aligned or self.crops:
             return photo.decode()
         min_side = getattr(self.detector, "max_input_size", None)
         return photo.decode_for(min_side)
@@ -245,7 +250,7 @@ class FaceAnalyzer:
         self, source: ImageSource, index: int, detect_threads: int | None = None
     ) -> _Pending:
         """Decode, detect and align one photo; errors are kept on the result, not raised."""
-        from swinface.vision import resize_face
+        from swinface.vision import frame_crop, resize_face
 
         result = PhotoResult(_describe(source, index))
         try:
@@ -257,6 +262,8 @@ class FaceAnalyzer:
         result.height, result.width = decoded.height, decoded.width
         if self.aligned:
             return _Pending(result, [None], [resize_face(decoded.pixels)])
+        if self.crops:
+            return _Pending(result, [None], [frame_crop(decoded.pixels, self.detector)])
         detections = self.detect(decoded, threads=detect_threads)
         try:
             crops = self.align(photo, decoded, detections)

@@ -97,6 +97,16 @@ def _shrink(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.rint(inverse @ image.astype(np.float64) @ inverse.T), 0, 255).astype(np.uint8)
 
 
+def small_crop_store(store) -> bool:
+    """Whether a store's faces were enlarged from small grey crops by `prepare --aligned`
+    (FER2013's 48x48), so that `--grey-size` can shrink them back without loss. Decided
+    by the store's dataset, never by a face's colour: a grey photo in UTKFace is a full face."""
+    meta = store.meta
+    return bool(meta.get("aligned_mode")) and str(meta.get("dataset_format", "")).startswith(
+        "fer2013"
+    )
+
+
 def encode_face(
     face: np.ndarray, quality: int, codec: str = "jpeg", grey_size: int | None = None
 ) -> bytes:
@@ -333,10 +343,11 @@ def pack(
                         _add_bytes(tar, f"{name}/{TARGETS}/{rel}", file.read_bytes())
                 offsets = np.zeros(len(store) + 1, np.int64)
                 grey = 0
+                store_grey_size = grey_size if small_crop_store(store) else None
                 with tempfile.TemporaryFile() as blob:
                     for i in range(len(store)):
                         face = np.asarray(store.faces[i])
-                        data = encode_face(face, quality, codec, grey_size)
+                        data = encode_face(face, quality, codec, store_grey_size)
                         grey += int(is_grey(face))
                         blob.write(data)
                         offsets[i + 1] = offsets[i] + len(data)
@@ -350,6 +361,7 @@ def pack(
                         "name": name,
                         "count": len(store),
                         "grey_faces": grey,
+                        "grey_size": store_grey_size,
                         "face_bytes": int(offsets[-1]),
                         "labels_sha256": labels_sha,
                         "targets_sha256": targets_sha,

@@ -168,6 +168,7 @@ def prepare_samples(
     out: str | Path,
     *,
     aligned: bool = False,
+    crops: bool = False,
     detector=None,
     limit: int | None = None,
     progress: bool = True,
@@ -181,12 +182,16 @@ def prepare_samples(
     An existing store at `out` is replaced only with `overwrite`; an output
     that is not a store, or that holds or lies among the inputs (`inputs`, the
     dataset's folder or label file) or holds a sample's image, is refused
-    before any image is read (see `check_store_target`). `limit` keeps a
+    before any image is read (see `check_store_target`). `aligned`: the images are
+    already aligned crops, resized; `crops`: they are tight face crops (FER2013), put in
+    the template's framing (`frame_crop`); otherwise each face is detected and aligned. `limit` keeps a
     random sample of that many (`sample_slice`, drawn with `seed`).
     """
     from swinface.progress import progress as report_progress
-    from swinface.vision import align_face, load_image, resize_face
+    from swinface.vision import align_face, frame_crop, load_image, resize_face
 
+    if aligned and crops:
+        raise ValueError("aligned and crops: choose one way to read face crops")
     samples = sample_slice(samples, limit, seed)
     check_store_target(out, inputs, overwrite=overwrite, images=_image_paths(samples))
     if detector is None and not aligned:
@@ -209,6 +214,8 @@ def prepare_samples(
             continue
         if aligned:
             face = resize_face(image)
+        elif crops:
+            face = frame_crop(image, detector)
         else:
             detections = detector.detect(image)
             if not detections:
@@ -229,7 +236,11 @@ def prepare_samples(
             attributes=getattr(sample, "attributes", None),
         )
         report.aligned += 1
-    info = {"aligned_mode": aligned, "identity_map": {str(k): v for k, v in identities.items()}}
+    info = {
+        "aligned_mode": aligned,
+        "crop_mode": crops,
+        "identity_map": {str(k): v for k, v in identities.items()},
+    }
     info.update(meta or {})
     store = writer.close(info)
     return store, report

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from swinface import tasks
-from swinface.model.backbone import SwinBackbone
+from swinface.model.backbone import create_trunk
 from swinface.model.config import SwinFaceConfig, model_config
 from swinface.model.heads import TaskHeads
 from swinface.model.mlca import MultiLevelChannelAttention
@@ -57,21 +57,30 @@ class SwinFace(nn.Module):
     def __init__(self, config: SwinFaceConfig | None = None, fused_attention: bool = True) -> None:
         super().__init__()
         self.config = config or SwinFaceConfig()
-        self.backbone = SwinBackbone(self.config, fused_attention=fused_attention)
-        self.embedding_head = EmbeddingHead(self.config.stage_dims[-1], self.config.embedding_dim)
+        self.backbone = create_trunk(self.config, fused_attention=fused_attention)
+        self.embedding_head = EmbeddingHead(self.config.trunk_width, self.config.embedding_dim)
         self.mlca = MultiLevelChannelAttention(self.config)
         self.heads = TaskHeads(self.config)
+        self.age_column = tasks.output_slices()["Age"].start
 
     def forward(self, x: torch.Tensor) -> SwinFaceOutput:
         levels, tokens = self.backbone(x)
         embedding = self.embedding_head(self.backbone.embed_tokens(tokens))
         logits = self.heads(self.mlca(levels))
+        if self.config.age_scaled:
+            logits = self._age_in_years(logits)
         return SwinFaceOutput(embedding, logits)
+
+    def _age_in_years(self, logits: torch.Tensor) -> torch.Tensor:
+        """The normalised age regression back in years (see `SwinFaceConfig.age_mean`)."""
+        c = self.age_column
+        age = logits[:, c : c + 1] * self.config.age_std + self.config.age_mean
+        return torch.cat([logits[:, :c], age, logits[:, c + 1 :]], dim=1)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Parameters that weight decay should skip (relative position tables)."""
-        return {f"backbone.swin.{n}" for n in self.backbone.swin.no_weight_decay()}
+        return {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
 
     @staticmethod
     def preprocess(faces: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,9 @@ land in the crop:
   (dlib fits its own landmarks instead; after the fit, the ArcFace template
   and dlib's mean face differ by at most 1.7% of the chip size at any of the
   five points.)
-- grey crops: the ArcFace crop, resized and turned grey.
+- grey crops: the framing of a tight face crop (FER2013's: the face's outline fills
+  the square, `TIGHT_CROP_LANDMARKS`), turned grey, as the expression teachers trained
+  on FER2013 read faces.
 
 A face store holds ArcFace-aligned 112x112 faces, so there the landmarks are
 the template itself (`ALIGNED_LANDMARKS`) and every other crop is a fixed
@@ -29,7 +31,7 @@ import cv2
 import numpy as np
 
 from swinface.teachers.base import Crop, CropKind
-from swinface.vision.align import ARCFACE_TEMPLATE, estimate_similarity
+from swinface.vision.align import ARCFACE_TEMPLATE, TIGHT_CROP_LANDMARKS, estimate_similarity
 
 # dlib's mean face (get_face_chip_details, dlib/image_transforms/interpolation.h):
 # points 36-41 (image-left eye), 42-47 (image-right eye), 30 (nose tip), 48, 54 (mouth corners).
@@ -69,6 +71,8 @@ def crop_points(crop: Crop) -> np.ndarray:
     """Where the five landmarks land in `crop`, in its pixel coordinates."""
     if crop.kind is CropKind.DLIB_CHIP:
         return (crop.padding + DLIB_MEAN_FACE_5) / (1 + 2 * crop.padding) * crop.size
+    if crop.kind is CropKind.GREY:
+        return TIGHT_CROP_LANDMARKS.astype(np.float64) * crop.size
     return ARCFACE_TEMPLATE.astype(np.float64) * (crop.size / 112.0)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from swinface.data.store import FaceStore, open_store
-from swinface.train.config import TrainConfig
+from swinface.train.config import AugmentConfig, TrainConfig
 
 # The labels each task trains. A sample takes part in a task when it carries at
 # least one of them; the losses skip the labels it lacks (-1, or NaN for age).
@@ -26,6 +26,48 @@ TASK_LABELS: dict[str, tuple[str, ...]] = {
     "expression": ("expression",),
 }
 BATCH_LABELS = ("identity", "age", "gender", "expression", "attributes")
+
+
+@dataclass(frozen=True)
+class LabelPriors:
+    """The constant answer of each task, from training labels (None where no label)."""
+
+    age_mean: float | None = None
+    age_std: float | None = None
+    gender: int | None = None
+    expression: int | None = None
+    attributes: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_labels(
+        cls,
+        age: np.ndarray | None = None,
+        gender: np.ndarray | None = None,
+        expression: np.ndarray | None = None,
+        attributes: np.ndarray | None = None,
+    ) -> LabelPriors:
+        def majority(values: np.ndarray | None) -> int | None:
+            if values is None:
+                return None
+            values = values[values >= 0]
+            return int(np.bincount(values.astype(np.int64)).argmax()) if len(values) else None
+
+        ages = None if age is None else age[~np.isnan(age)]
+        has_ages = ages is not None and len(ages) > 0
+        attribute_majority = None
+        if attributes is not None and len(attributes):
+            known = attributes >= 0
+            positive = ((attributes == 1) & known).sum(0)
+            attribute_majority = tuple(
+                int(p * 2 > k) for p, k in zip(positive, known.sum(0), strict=True)
+            )
+        return cls(
+            age_mean=float(ages.mean()) if has_ages else None,
+            age_std=float(max(ages.std(), 1.0)) if has_ages else None,
+            gender=majority(gender),
+            expression=majority(expression),
+            attributes=attribute_majority,
+        )
 
 
 @dataclass
@@ -50,21 +92,24 @@ def usable_samples(store: FaceStore, task: str) -> np.ndarray:
     return mask
 
 
-def _augmenter(kind: str):
-    """Per-sample augmentations on uint8 CHW tensors, as published: flips for identities;
-    RandAugment (m=9), colour jitter 0.4 and random erasing 0.25 for the analysis tasks."""
+def _augmenter(kind: str, config: AugmentConfig | None = None):
+    """Per-sample augmentations on uint8 CHW tensors: flips for identities; for the
+    analysis tasks, flips, RandAugment, colour jitter and random erasing as `config` says
+    (published: 2 ops at magnitude 9, jitter 0.4, erasing 0.25)."""
     from torchvision.transforms import v2
 
     if kind == "identity":
         return v2.RandomHorizontalFlip()
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandAugment(num_ops=2, magnitude=9),
-            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
-            v2.RandomErasing(p=0.25, value=0),
-        ]
-    )
+    config = config or AugmentConfig()
+    steps = [v2.RandomHorizontalFlip()]
+    if config.randaugment_ops:
+        steps.append(v2.RandAugment(num_ops=config.randaugment_ops, magnitude=config.magnitude))
+    if config.colour_jitter:
+        j = config.colour_jitter
+        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    if config.erasing:
+        steps.append(v2.RandomErasing(p=config.erasing, value=0))
+    return v2.Compose(steps)
 
 
 class MultiTaskBatches(torch.utils.data.Dataset):
@@ -158,6 +203,21 @@ class MultiTaskBatches(torch.utils.data.Dataset):
                     raise ValueError(f"{key}: teacher targets of different shapes across stores")
         return shapes
 
+    def label_priors(self) -> LabelPriors:
+        """What a model that gives every face one answer would say, learnt from the training
+        faces (held-out parts excluded): the mean and spread of the ages, the majority
+        gender and expression, each attribute's majority value."""
+        values: dict[str, list[np.ndarray]] = {name: [] for name in BATCH_LABELS}
+        for task, sources in self.sources.items():
+            for source in sources:
+                rows = slice(None) if source.usable is None else source.usable
+                for name in TASK_LABELS[task]:
+                    if name != "identity":
+                        values[name].append(np.asarray(source.store.labels[name])[rows])
+        return LabelPriors.from_labels(
+            **{k: np.concatenate(v) if v else None for k, v in values.items() if k != "identity"}
+        )
+
     def __len__(self) -> int:
         return self.config.steps
 
@@ -242,7 +302,7 @@ class MultiTaskBatches(torch.utils.data.Dataset):
         (torchvision draws from it, and in the main process it also drives dropout)."""
         kind = "identity" if task == "identity" else "analysis"
         if kind not in self._augmenters:
-            self._augmenters[kind] = _augmenter(kind)
+            self._augmenters[kind] = _augmenter(kind, self.config.augmentation)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self._augmenters[kind](face)

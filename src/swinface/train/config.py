@@ -12,6 +12,7 @@ import yaml
 from swinface.errors import SwinFaceError
 
 TASK_NAMES = ("identity", "age_gender", "attributes", "expression")
+AGE_LOSSES = ("smooth_l1", "l1", "annealed")
 
 
 class ConfigError(SwinFaceError, ValueError):
@@ -38,6 +39,18 @@ class EvalStoreConfig:
 
     store: str
     holdout: float = 0.0
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation of the analysis tasks' faces (identities are only flipped). The
+    published values (RandAugment 2 ops at magnitude 9, colour jitter 0.4, random erasing
+    0.25) suit millions of faces; a small model learning from thousands needs milder ones."""
+
+    randaugment_ops: int = 2  # 0: no RandAugment
+    magnitude: int = 9
+    colour_jitter: float = 0.4
+    erasing: float = 0.25
 
 
 @dataclass
@@ -80,11 +93,14 @@ class EmbeddingDistillConfig:
 
 @dataclass
 class SoftTargetConfig:
-    """One output learned from a teacher where the batch has no label for it."""
+    """One output learned from a teacher's answers (soft targets, or ages in years)."""
 
     teacher: str = "ensemble"  # a teacher's name, or `ensemble` (the mean of the store's teachers)
     weight: float = 1.0
     temperature: float = 1.0  # softens both distributions (classes); unused for age
+    # On every face with a teacher target, labelled or not (a teacher's soft answer carries
+    # more than a label does); false: only on faces without that label.
+    labelled: bool = True
 
 
 @dataclass
@@ -124,9 +140,15 @@ class TrainConfig:
     # How DataLoader workers start: fork | spawn | forkserver; None: the platform's default.
     multiprocessing_context: str | None = None
     augment: bool = True
-    # The age loss is in squared years at first (hundreds, against ~2 for a cross-entropy):
-    # from scratch it would take the whole clipped gradient; this scales it alone.
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    # Age: `smooth_l1` or `l1` on the error in spreads of the training ages (a model built
+    # here regresses ages normalised by the training data's mean and spread, kept in its
+    # architecture, so it still answers in years), or the published `annealed` loss in years.
+    age_loss: str = "smooth_l1"
     age_loss_weight: float = 1.0
+    # Validation beside the constant answer: a run still at the constant answer on a task
+    # at an evaluation after its warm-up stops (`--allow-collapse` goes on).
+    allow_collapse: bool = False
     log_every: int = 20
     checkpoint_every: int = 1000
     eval_every: int = 0  # 0: no periodic evaluation
@@ -178,6 +200,10 @@ class TrainConfig:
             raise ConfigError(
                 "distill: no source reads teacher targets; mark the stores that have them "
                 "with `targets: true`"
+            )
+        if self.age_loss not in AGE_LOSSES:
+            raise ConfigError(
+                f"age_loss: expected one of {', '.join(AGE_LOSSES)}, got {self.age_loss!r}"
             )
         if self.precision not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
@@ -252,6 +278,12 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         return {k: _build(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if origin is tuple:
         return tuple(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads `1e-3` (no dot) as a string; a float field takes it as the number.
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected float, got {value!r}") from None
     if (
         hint in (int, float)
         and not isinstance(value, (int, float))

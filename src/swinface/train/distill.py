@@ -7,9 +7,9 @@
   training-only parameters, like Partial FC's class centres, and are not part of
   the saved model;
 - expression and gender, from teacher probabilities: Hinton's soft targets with
-  a temperature, on the faces whose batch row has no label of that output;
-- age, from the teachers' age in years with the published annealed age loss, on
-  the faces without an age label.
+  a temperature, on every face with a target (or, with `labelled: false`, only on
+  faces whose batch row has no label of that output);
+- age, from the teachers' age in years with the run's age loss, likewise.
 
 Teacher rows are NaN where a face's store has no targets: those faces are left out.
 """
@@ -22,7 +22,7 @@ from torch import nn
 
 from swinface import tasks
 from swinface.train.config import DistillConfig
-from swinface.train.losses import annealed_age_loss
+from swinface.train.losses import age_loss
 
 
 def _rows_with(target: torch.Tensor) -> torch.Tensor:
@@ -66,10 +66,17 @@ class DistillationLoss(nn.Module):
     """All distillation losses of a batch; holds the projections into the teachers' spaces."""
 
     def __init__(
-        self, config: DistillConfig, embedding_dim: int, teacher_shapes: dict[str, tuple]
+        self,
+        config: DistillConfig,
+        embedding_dim: int,
+        teacher_shapes: dict[str, tuple],
+        *,
+        age_kind: str = "smooth_l1",
+        age_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.config = config
+        self.age_kind, self.age_scale = age_kind, age_scale
         self.projections = nn.ModuleDict()
         if config.embedding is not None:
             for name in config.embedding.teachers:
@@ -117,7 +124,7 @@ class DistillationLoss(nn.Module):
             if soft is None:
                 continue
             target = batch[f"teacher_{task}"]
-            rows = _rows_with(target) & label_missing
+            rows = _rows_with(target) & (label_missing | soft.labelled)
             if bool(rows.any()):
                 loss = soft_target_loss(
                     logits[rows][:, self.columns[task]], target[rows], soft.temperature
@@ -126,10 +133,17 @@ class DistillationLoss(nn.Module):
                 parts[f"distill_{task}"] = float(loss.detach())
         if self.config.age is not None:
             target = batch["teacher_age"]
-            rows = _rows_with(target) & torch.isnan(batch["age"])
+            rows = _rows_with(target) & (torch.isnan(batch["age"]) | self.config.age.labelled)
             if bool(rows.any()):
                 predicted = logits[rows][:, self.columns["age"]].squeeze(1).float()
-                loss = annealed_age_loss(predicted, target[rows], step, total_steps)
+                loss = age_loss(
+                    predicted,
+                    target[rows],
+                    self.age_kind,
+                    scale=self.age_scale,
+                    step=step,
+                    total_steps=total_steps,
+                )
                 total = total + self.config.age.weight * loss
                 parts["distill_age"] = float(loss.detach())
         return total, parts

@@ -2,8 +2,8 @@
 
 - identity: a margin loss on cosine logits (CosFace, ArcFace) or SFace, applied
   through Partial FC (`swinface.train.partial_fc`);
-- age: the published annealed loss, moving from squared error to a bounded
-  Gaussian-shaped loss as training progresses;
+- age: smooth L1 (or L1) on the age error in units of the training ages' spread
+  (`SwinFaceConfig.age_std`), or the published annealed loss in years;
 - gender and the 40 attributes: two-way cross-entropy;
 - expression: cross-entropy with label smoothing 0.1.
 
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from swinface import tasks
+from swinface.train.config import AGE_LOSSES
 
 # --------------------------------------------------------------------- identity
 
@@ -138,6 +139,32 @@ def annealed_age_loss(
     return ((1 - lam) / 2 * d2 + lam * (1 - torch.exp(-d2 / 18))).mean()
 
 
+def age_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    kind: str = "smooth_l1",
+    *,
+    scale: float = 1.0,
+    step: int = 0,
+    total_steps: int = 1,
+) -> torch.Tensor:
+    """The age loss of predictions and targets in years.
+
+    `smooth_l1` and `l1` measure the error in units of `scale` (the training ages'
+    spread, so that a constant answer at the mean costs about 0.8 whatever the data,
+    the scale of a cross-entropy); `smooth_l1` is quadratic within 0.1 of a spread.
+    `annealed` is the published loss in years (`annealed_age_loss`).
+    """
+    if kind == "annealed":
+        return annealed_age_loss(pred, target, step, total_steps)
+    error = (pred.float() - target.float()) / scale
+    if kind == "l1":
+        return error.abs().mean()
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(error, torch.zeros_like(error), beta=0.1)
+    raise ValueError(f"age_loss: unknown loss {kind!r}; known: {', '.join(AGE_LOSSES)}")
+
+
 @dataclass
 class TaskTargets:
     """A mixed batch's labels; -1 (NaN for age) where a sample lacks the label."""
@@ -182,9 +209,12 @@ class MultiTaskLoss(nn.Module):
         weights: dict[str, float] | None = None,
         label_smoothing: float = 0.1,
         age_weight: float = 1.0,
+        age_kind: str = "smooth_l1",
+        age_scale: float = 1.0,
     ):
         super().__init__()
         self.age_weight = age_weight
+        self.age_kind, self.age_scale = age_kind, age_scale
         self.weights = {"age_gender": 1.0, "attributes": 1.0, "expression": 1.0}
         self.weights.update({k: v for k, v in (weights or {}).items() if k in self.weights})
         self.label_smoothing = label_smoothing
@@ -197,8 +227,13 @@ class MultiTaskLoss(nn.Module):
         zero = logits.sum() * 0.0
         has_age = ~torch.isnan(targets.age)
         age = (
-            annealed_age_loss(
-                logits[has_age, _columns("Age")].squeeze(1), targets.age[has_age], step, total_steps
+            age_loss(
+                logits[has_age, _columns("Age")].squeeze(1),
+                targets.age[has_age],
+                self.age_kind,
+                scale=self.age_scale,
+                step=step,
+                total_steps=total_steps,
             )
             if bool(has_age.any())
             else zero

@@ -26,6 +26,7 @@ from torch import nn
 
 from swinface.atomic import atomic_path, atomic_write_text
 from swinface.backends import resolve_precision
+from swinface.errors import SwinFaceError
 from swinface.model import SwinFace, create_model
 from swinface.train.batches import MultiTaskBatches
 from swinface.train.checkpoints import (
@@ -40,6 +41,10 @@ from swinface.train.checkpoints import (
 from swinface.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+
+class TrainingCollapsed(SwinFaceError, RuntimeError):
+    """Validation after the warm-up is no better than a constant answer on some task."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,7 @@ class Trainer:
         self.out = Path(config.output_dir)
         torch.manual_seed(config.seed)
         self.data = MultiTaskBatches(config, self.env.rank, self.env.world_size)
+        self.priors = self.data.label_priors()
         self.model = self._build_model().to(self.env.device)
         self._freeze_unused()
         self.precision = resolve_precision(config.precision, self.env.device)
@@ -184,6 +190,8 @@ class Trainer:
         self.task_loss = MultiTaskLoss(
             weights={name: task.loss_weight for name, task in config.tasks.items()},
             age_weight=config.age_loss_weight,
+            age_kind=config.age_loss,
+            age_scale=self.model.config.age_std,
         ).to(self.env.device)
         self.partial_fc: PartialFC | None = None
         if "identity" in config.tasks:
@@ -201,7 +209,11 @@ class Trainer:
             from swinface.train.distill import DistillationLoss
 
             self.distill = DistillationLoss(
-                config.distill, self.model.config.embedding_dim, self.data.teacher_keys
+                config.distill,
+                self.model.config.embedding_dim,
+                self.data.teacher_keys,
+                age_kind=config.age_loss,
+                age_scale=self.model.config.age_std,
             ).to(self.env.device)
         self.ddp_model: nn.Module = self.model
         if self.env.world_size > 1:
@@ -237,7 +249,13 @@ class Trainer:
             model = load_model(self.config.init_weights, device="cpu")
             log.info("starting from weights %s", self.config.init_weights)
         else:
-            model = create_model(self.config.model, **self.config.model_overrides)
+            overrides = dict(self.config.model_overrides)
+            if self.priors.age_mean is not None and self.config.age_loss != "annealed":
+                # Regress ages normalised by the training data (see SwinFaceConfig.age_mean):
+                # the output starts at the mean age, at the scale of the other tasks' logits.
+                overrides.setdefault("age_mean", round(self.priors.age_mean, 4))
+                overrides.setdefault("age_std", round(self.priors.age_std, 4))
+            model = create_model(self.config.model, **overrides)
         return model.train()
 
     def _freeze_unused(self) -> None:
@@ -421,12 +439,36 @@ class Trainer:
                 if self.config.eval_every and (
                     self.step % self.config.eval_every == 0 or self.step == self.config.steps
                 ):
-                    self.evaluate()
+                    self._check_learning(self.evaluate())
                 if self.step >= stop:
                     break
         finally:
             bar.close()
             self.close()
+
+    def _check_learning(self, figures: dict[str, float]) -> None:
+        """Stop a run whose validation sits at the constant answer after its warm-up, so that
+        no more (GPU) time goes into it; `allow_collapse` goes on."""
+        from swinface.train.validation import collapsed_figures
+
+        flag = torch.zeros((), device=self.env.device)
+        collapsed = collapsed_figures(figures)
+        if self.step > self.config.optim.warmup_steps and collapsed:
+            flag.fill_(1.0)
+        if self.env.world_size > 1:
+            dist.broadcast(flag, src=0)
+        if not flag.item() or self.config.allow_collapse:
+            if collapsed and self.env.is_main and self.step > self.config.optim.warmup_steps:
+                log.warning("still at the constant answer: %s", "; ".join(collapsed))
+            return
+        if self.step % self.config.checkpoint_every:
+            self.save_checkpoint()
+        raise TrainingCollapsed(
+            f"step {self.step}: validation is no better than a constant answer on "
+            + "; ".join(collapsed or ["a task (rank 0 says)"])
+            + ". The run stopped so no more time goes into it (checkpoint saved): fix the "
+            "recipe, or go on anyway with --allow-collapse (allow_collapse: true)"
+        )
 
     def _past(self, deadline: float) -> bool:
         """Whether the time is up, as rank 0 sees it (so that every rank stops at one step)."""
@@ -464,17 +506,22 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Validation figures on the configured stores, logged beside the training losses."""
-        from swinface.train.validation import evaluate_stores
+        from swinface.train.validation import evaluate_stores, format_figures
 
         if not self.env.is_main or not self.config.eval_stores:
             return {}
         self.model.eval()
         try:
             figures = evaluate_stores(
-                self.model, self.config.eval_stores, device=self.env.device, seed=self.config.seed
+                self.model,
+                self.config.eval_stores,
+                device=self.env.device,
+                seed=self.config.seed,
+                priors=self.priors,
             )
         finally:
             self.model.train()
+        log.info("%s", format_figures(self.step, figures))
         self.out.mkdir(parents=True, exist_ok=True)
         with (self.out / "validation.jsonl").open("a") as f:
             f.write(json.dumps({"step": self.step, **figures}) + "\n")

@@ -17,6 +17,7 @@ from swinface.data.store import FaceStore, open_store
 from swinface.decode import cosine_similarity, probabilities
 from swinface.evaluate import metrics
 from swinface.model import SwinFace, SwinFaceOutput
+from swinface.train.batches import LabelPriors
 from swinface.train.config import EvalStoreConfig
 
 
@@ -60,6 +61,82 @@ def identity_pairs(
     is_same = np.array([True] * len(same) + [False] * len(different))
     order = rng.permutation(len(pairs))  # mixed folds for the 10-fold protocol
     return pairs[order], is_same[order]
+
+
+CONSTANT = "constant_"
+"""Prefix of the figure a constant answer scores on the same faces."""
+
+
+def constant_figures(store: FaceStore, priors: LabelPriors) -> dict[str, float]:
+    """The figures of a model that gives every face the training data's constant answer
+    (mean age, majority gender and expression, each attribute's majority, one embedding),
+    on the store's faces: the floor a model that learns must clear."""
+    labels, figures = store.labels, {}
+    n = len(store)
+    has = {name: store.has(name) for name in ("age", "gender", "expression", "attributes")}
+    if has["age"].any() and priors.age_mean is not None:
+        ages = labels["age"][has["age"]]
+        figures["age_mae"] = metrics.age_metrics(np.full(len(ages), priors.age_mean), ages).mae
+    if has["gender"].any() and priors.gender is not None:
+        figures["gender_accuracy"] = float(
+            np.mean(labels["gender"][has["gender"]] == priors.gender)
+        )
+    if has["expression"].any() and priors.expression is not None:
+        true = labels["expression"][has["expression"]]
+        result = metrics.classification_metrics(
+            np.full(len(true), priors.expression), true, tasks.EXPRESSION_LABELS
+        )
+        figures["expression_accuracy"] = result.accuracy
+        figures["expression_mean_class_accuracy"] = result.mean_class_accuracy
+    if has["attributes"].any() and priors.attributes is not None:
+        constant = np.tile(np.asarray(priors.attributes, np.float64), (n, 1))[has["attributes"]]
+        result = metrics.attribute_metrics(constant, labels["attributes"][has["attributes"]])
+        figures["attributes_mean_accuracy"] = result.mean_accuracy
+    identities = labels["identity"]
+    if len(np.unique(identities[identities >= 0])) >= 2:
+        figures["verification_auc"] = 0.5  # one embedding for all: every pair ties
+        figures["verification_accuracy"] = 0.5  # pairs are half same, half different
+    return {CONSTANT + k: float(v) for k, v in figures.items()}
+
+
+# How far past the constant answer a figure must be to count as learnt: a run still within
+# these at an evaluation after its warm-up has collapsed (see `collapsed_figures`).
+COLLAPSE_MARGINS: dict[str, float] = {
+    "expression_accuracy": 0.01,
+    "gender_accuracy": 0.01,
+    "attributes_mean_accuracy": 0.005,
+    "age_mae": -0.25,  # years: lower is better
+    "verification_auc": 0.02,
+}
+
+
+def collapsed_figures(figures: dict[str, float]) -> list[str]:
+    """`name/figure value (constant c)` for each figure no better than its constant answer."""
+    found = []
+    for key, value in figures.items():
+        store, _, figure = key.rpartition("/")
+        margin = COLLAPSE_MARGINS.get(figure)
+        constant = figures.get(f"{store}/{CONSTANT}{figure}")
+        if margin is None or constant is None:
+            continue
+        learnt = value <= constant + margin if margin < 0 else value >= constant + margin
+        if not learnt:
+            found.append(f"{key} {value:.4g} (constant answer {constant:.4g})")
+    return found
+
+
+def format_figures(step: int, figures: dict[str, float]) -> str:
+    """One validation line: each figure beside its constant answer on the same faces."""
+    parts = []
+    for key, value in figures.items():
+        store, _, figure = key.rpartition("/")
+        if figure.startswith(CONSTANT):
+            continue
+        constant = figures.get(f"{store}/{CONSTANT}{figure}")
+        parts.append(
+            f"{key} {value:.4g}" + (f" (constant {constant:.4g})" if constant is not None else "")
+        )
+    return f"validation at step {step}: " + "; ".join(parts)
 
 
 def store_figures(out: SwinFaceOutput, store: FaceStore) -> dict[str, float]:
@@ -109,9 +186,11 @@ def evaluate_stores(
     *,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    priors: LabelPriors | None = None,
 ) -> dict[str, float]:
     """Figures on each named validation store (or its held-out part), keyed
-    `<store name>/<figure>`; `seed` is the training run's, which chose the held-out part."""
+    `<store name>/<figure>`; `seed` is the training run's, which chose the held-out part.
+    With `priors`, each figure's constant answer too, as `<store name>/constant_<figure>`."""
     from swinface.model.borrowed import eval_mode
 
     device = torch.device(device)
@@ -122,6 +201,9 @@ def evaluate_stores(
             store = open_store(entry.store)
             if entry.holdout:
                 store = subset(store, holdout_mask(store, entry.holdout, seed))
-            for key, value in store_figures(run_store(model, store, device), store).items():
+            found = store_figures(run_store(model, store, device), store)
+            if priors is not None:
+                found |= constant_figures(store, priors)
+            for key, value in found.items():
                 figures[f"{name}/{key}"] = value
     return figures

@@ -4,7 +4,13 @@ Importing this package is light: onnxruntime and the detector weights load
 on the first `RetinaFaceDetector.detect` call.
 """
 
-from swinface.vision.align import ARCFACE_TEMPLATE, align_face, estimate_similarity, resize_face
+from swinface.vision.align import (
+    ARCFACE_TEMPLATE,
+    align_face,
+    estimate_similarity,
+    frame_crop,
+    resize_face,
+)
 from swinface.vision.detect import Detection, RetinaFaceDetector
 from swinface.vision.image import DEFAULT_MAX_PIXELS, ImageError, load_image
 
@@ -16,6 +22,7 @@ __all__ = [
     "RetinaFaceDetector",
     "align_face",
     "estimate_similarity",
+    "frame_crop",
     "load_image",
     "resize_face",
 ]
