@@ -219,6 +219,30 @@ def test_a_teacher_the_targets_lack_is_named(tmp_path, store):
         Trainer(load_config(_config(tmp_path, store, distill=distill)))
 
 
+def test_a_store_lacking_one_teacher_skips_that_loss_when_another_store_has_it(tmp_path, store):
+    """FER2013's faces carry expression targets but no identity embedding: their rows are
+    NaN for the embedding (no loss) while the CelebA-like store's faces learn from it."""
+    expression_only = _store(tmp_path / "fer", n=6, with_targets=False)
+    teacher = FakeTeacher("fake-face", ("expression", "gender", "age"), tmp_path / "f.onnx")
+    write_targets(expression_only, [teacher], chunk=5, progress=False)
+    tasks = {
+        "identity": {"batch_size": 4, "sources": [{"store": str(store), "targets": True}]},
+        "attributes": {
+            "batch_size": 4,
+            "sources": [{"store": str(expression_only), "targets": True}],
+        },
+    }
+    trainer = Trainer(load_config(_config(tmp_path, store, tasks=tasks)))
+    batch = trainer.data[0]
+    first = list(trainer.config.tasks).index("identity") * 4  # tasks in turn, 4 rows each
+    mine, other = slice(first, first + 4), slice(4 - first, 8 - first)
+    emb = batch["teacher_embedding/fake-id"]
+    assert not torch.isnan(emb[mine]).any() and torch.isnan(emb[other]).all()
+    assert not torch.isnan(batch["teacher_expression"]).any()  # both stores have it
+    parts = trainer.train_step(batch)
+    assert np.isfinite(parts["distill_fake-id_cosine"]) and np.isfinite(parts["loss"])
+
+
 def test_distillation_without_a_store_of_targets_is_a_config_error(tmp_path, store):
     tasks = {"attributes": {"batch_size": 2, "sources": [{"store": str(store)}]}}
     with pytest.raises(ConfigError, match="targets: true"):

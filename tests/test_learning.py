@@ -280,3 +280,20 @@ def test_store_records_the_crop_framing(tmp_path):
     assert open_store(store.path).meta["crop_mode"] is True
     with pytest.raises(ValueError, match="choose one"):
         prepare_samples(samples, tmp_path / "other", crops=True, aligned=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "name", ["default.yaml", "proof.yaml", "proof-yardstick.yaml", "laptop.yaml", "public.yaml"]
+)
+def test_shipped_configs_load_and_build_their_model(name):
+    """Every shipped recipe validates and names a model that builds (the proof's model
+    and yardstick included); the default recipe teaches on every face."""
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    model = create_model(config.model, **config.model_overrides)
+    assert model.config.dropout <= 0.5
+    if name == "default.yaml":
+        assert config.age_loss == "smooth_l1" and config.age_loss_weight == 1.0
+        assert config.distill.expression.labelled and config.distill.age.labelled
+        assert all(s.targets for s in config.tasks["expression"].sources)

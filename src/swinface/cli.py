@@ -1078,7 +1078,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # The names in `swinface.model.config.MODEL_CONFIGS`, listed here so `--help` needs no torch
 # (a test keeps the two in step).
-MODEL_NAMES = ("swinface_t", "swinface_nano", "swinface_nano_resnet")
+MODEL_NAMES = ("swinface_t", "swinface_nano", "swinface_micro", "swinface_nano_resnet")
 
 
 def _model_source_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -1596,7 +1596,8 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
         "--grey-size",
         type=int,
         default=None,
-        help="store the faces of stores prepared from small grey crops with --aligned (FER2013) at this size (48): they round-trip exactly; other stores keep their faces whole",
+        help="faces of stores prepared from small grey crops with --aligned (FER2013's 48x48) "
+        "travel at this size and round-trip exactly; other stores' faces travel whole",
     )
     pk.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     up = sub.add_parser("unpack", help="check every part and write the stores back")

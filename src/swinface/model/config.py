@@ -120,6 +120,20 @@ MODEL_CONFIGS: dict[str, SwinFaceConfig] = {
         attention_hidden=8,
         embedding_dim=64,
     ),
+    # A small model of the family for CPU training: 4x4 patches through a convolutional stem
+    # and three Swin stages (28, 14 and 7 tokens a side), so its levels are the two patch
+    # mergings' outputs and the last stage's; about 2.3x faster to train than swinface_nano.
+    "swinface_micro": SwinFaceConfig(
+        stem="conv",
+        patch_size=4,
+        embed_dim=32,
+        depths=(2, 2, 2),
+        num_heads=(1, 2, 4),
+        feature_dim=64,
+        attention_hidden=8,
+        embedding_dim=128,
+        dropout=0.1,
+    ),
     # The yardstick of the training proof: a plain small CNN (timm's ResNet-10-T) under the
     # same MLCA subnets and heads as swinface_nano, trained by the same recipe.
     "swinface_nano_resnet": SwinFaceConfig(

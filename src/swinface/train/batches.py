@@ -9,6 +9,7 @@ for the same step, and resuming at step s needs nothing but s.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 
 from swinface.data.store import FaceStore, open_store
 from swinface.train.config import AugmentConfig, TrainConfig
+
+log = logging.getLogger(__name__)
 
 # The labels each task trains. A sample takes part in a task when it carries at
 # least one of them; the losses skip the labels it lacks (-1, or NaN for age).
@@ -170,6 +173,7 @@ class MultiTaskBatches(torch.utils.data.Dataset):
             if soft is not None:
                 wanted[f"teacher_{task}"] = (soft.teacher, task)
         per_store: dict[str, dict[str, np.ndarray]] = {}
+        missing: dict[str, list[str]] = {}  # batch key -> what each store lacking it says
         for task, task_config in config.tasks.items():
             for src, source in zip(task_config.sources, self.sources[task], strict=True):
                 if not src.targets:
@@ -183,16 +187,19 @@ class MultiTaskBatches(torch.utils.data.Dataset):
                             if teacher == "ensemble"
                             else targets.teachers.get(teacher, {})
                         )
-                        if array not in bucket:
-                            have = sorted(
-                                f"{t}/{a}" for t, arrs in targets.teachers.items() for a in arrs
-                            )
-                            raise TargetsError(
-                                f"{targets.path / 'meta.json'}: no {teacher} {array} targets "
-                                f"(the store has {', '.join(have) or 'none'}); run `swinface "
-                                f"distill-targets {src.store} --teachers ...` with {teacher}"
-                            )
-                        arrays[key] = bucket[array]
+                        if array in bucket:
+                            arrays[key] = bucket[array]
+                            continue
+                        # A store may lack a teacher (FER2013's faces have no identity
+                        # targets): its faces skip that loss, as long as another store has it.
+                        have = sorted(
+                            f"{t}/{a}" for t, arrs in targets.teachers.items() for a in arrs
+                        )
+                        missing.setdefault(key, []).append(
+                            f"{targets.path / 'meta.json'}: no {teacher} {array} targets "
+                            f"(the store has {', '.join(have) or 'none'}); run `swinface "
+                            f"distill-targets {src.store} --teachers ...` with {teacher}"
+                        )
                     per_store[src.store] = arrays
                 source.teacher = per_store[src.store]
         shapes: dict[str, tuple] = {}
@@ -201,6 +208,11 @@ class MultiTaskBatches(torch.utils.data.Dataset):
                 shape = values.shape[1:]
                 if shapes.setdefault(key, shape) != shape:
                     raise ValueError(f"{key}: teacher targets of different shapes across stores")
+        for key, problems in missing.items():
+            if key not in shapes:
+                raise TargetsError(problems[0])
+            for problem in problems:
+                log.info("%s: those faces skip this loss", problem)
         return shapes
 
     def label_priors(self) -> LabelPriors:
@@ -274,7 +286,7 @@ class MultiTaskBatches(torch.utils.data.Dataset):
         rows = np.full((len(picks), *shape), np.nan, dtype=np.float32)
         for row, (task, k, i) in enumerate(picks):
             teacher = self.sources[task][k].teacher
-            if teacher is not None:
+            if teacher is not None and key in teacher:
                 rows[row] = teacher[key][i]
         return rows
 
