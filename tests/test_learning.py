@@ -297,3 +297,26 @@ def test_shipped_configs_load_and_build_their_model(name):
         assert config.age_loss == "smooth_l1" and config.age_loss_weight == 1.0
         assert config.distill.expression.labelled and config.distill.age.labelled
         assert all(s.targets for s in config.tasks["expression"].sources)
+
+
+def test_prepare_crops_frames_a_fer_layout_and_refuses_both_framings(tmp_path, capsys):
+    import cv2
+
+    from swinface.cli import main
+
+    for emotion in ("happy", "sad"):
+        folder = tmp_path / "fer" / "train" / emotion
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "Training_1.jpg"), np.full((48, 48), 90, np.uint8))
+    out = tmp_path / "store"
+    assert main(["prepare", "fer2013-folders", str(tmp_path / "fer"), str(out), "--crops"]) == 0
+    store = open_store(out)
+    assert len(store) == 2 and store.meta["crop_mode"] is True
+    assert sorted(store.labels["expression"].tolist()) == sorted(
+        [tasks.EXPRESSION_LABELS.index("happiness"), tasks.EXPRESSION_LABELS.index("sadness")]
+    )
+    with pytest.raises(SystemExit):
+        main(
+            ["prepare", "fer2013-folders", str(tmp_path / "fer"), str(out), "--crops", "--aligned"]
+        )
+    assert "not allowed with argument" in capsys.readouterr().err

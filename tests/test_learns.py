@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 # held-out figure -> how far past the constant answer it must be (age: years below)
 MARGINS = {
-    "fer2013/expression_accuracy": 0.05,
-    "utkface/gender_accuracy": 0.10,
+    "fer2013/expression_accuracy": 0.06,
+    "utkface/gender_accuracy": 0.15,
     "utkface/age_mae": -2.0,
 }
 
@@ -52,13 +52,14 @@ def test_a_small_model_beats_the_constant_answer_on_every_task(tmp_path):
     config = {
         "output_dir": str(tmp_path / "run"),
         "model": "swinface_micro",
-        "steps": 160,
+        "steps": 300,
         "seed": 0,
         "precision": "float32",
+        "age_loss_weight": 2.0,  # age learns slowest without its teachers
         "num_workers": 0,
         "log_every": 40,
         "checkpoint_every": 1000,
-        "eval_every": 160,
+        "eval_every": 300,
         "augmentation": {
             "randaugment_ops": 1,
             "magnitude": 5,

@@ -916,13 +916,8 @@ def _format_names() -> list[str]:
     return sorted(FORMATS)
 
 
-def _prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("format", choices=_format_names(), metavar="FORMAT", help="dataset format")
-    p.add_argument("path", help="the dataset's folder or label file")
-    p.add_argument(
-        "out",
-        help="the face store folder to write (new, empty, or an existing store with --overwrite)",
-    )
+def _crop_framing_args(p: argparse.ArgumentParser) -> None:
+    """--aligned or --crops: how face-crop datasets (no detection) become 112x112 faces."""
     framing = p.add_mutually_exclusive_group()
     framing.add_argument(
         "--aligned",
@@ -931,11 +926,21 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     )
     framing.add_argument(
         "--crops",
-        dest="tight_crops",
+        dest="tight_crops",  # not analyze's --crops (a folder for face crops)
         action="store_true",
-        help="images are tight face crops too small to detect (FER2013): enlarged, padded and "
-        "aligned into the template's framing, as faces in photos are",
+        help="images are tight face crops too small to detect (FER2013): enlarged, padded "
+        "and aligned into the template's framing, as faces in photos are",
     )
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("format", choices=_format_names(), metavar="FORMAT", help="dataset format")
+    p.add_argument("path", help="the dataset's folder or label file")
+    p.add_argument(
+        "out",
+        help="the face store folder to write (new, empty, or an existing store with --overwrite)",
+    )
+    _crop_framing_args(p)
     p.add_argument(
         "--limit",
         type=int,
@@ -999,19 +1004,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("format", choices=_format_names(), metavar="FORMAT", help="dataset format")
     p.add_argument("path", help="the dataset's folder or file")
     _model_args(p)
-    framing = p.add_mutually_exclusive_group()
-    framing.add_argument(
-        "--aligned",
-        action="store_true",
-        help="images are crops already in the 5-point template's framing: resize them",
-    )
-    framing.add_argument(
-        "--crops",
-        dest="tight_crops",
-        action="store_true",
-        help="images are tight face crops (FER2013): framed like a photo's face, as "
-        "`prepare --crops` does",
-    )
+    _crop_framing_args(p)
     p.add_argument("--out", default=None, help="report folder (default: reports/FORMAT-TASK)")
     p.add_argument("--split", default=None, help="only this split of the dataset (e.g. val, test)")
     p.add_argument(
