@@ -451,14 +451,13 @@ class Trainer:
         no more (GPU) time goes into it; `allow_collapse` goes on."""
         from swinface.train.validation import collapsed_figures
 
-        flag = torch.zeros((), device=self.env.device)
-        collapsed = collapsed_figures(figures)
-        if self.step > self.config.optim.warmup_steps and collapsed:
-            flag.fill_(1.0)
+        past_warmup = self.step > self.config.optim.warmup_steps
+        collapsed = collapsed_figures(figures) if past_warmup else []
+        flag = torch.tensor(float(bool(collapsed)), device=self.env.device)
         if self.env.world_size > 1:
-            dist.broadcast(flag, src=0)
+            dist.broadcast(flag, src=0)  # rank 0 alone validates
         if not flag.item() or self.config.allow_collapse:
-            if collapsed and self.env.is_main and self.step > self.config.optim.warmup_steps:
+            if collapsed:
                 log.warning("still at the constant answer: %s", "; ".join(collapsed))
             return
         if self.step % self.config.checkpoint_every:
